@@ -1,0 +1,35 @@
+"""Scoring models against data and ground truth (metrics); dynamics analysis follows.
+
+Example:
+    >>> from pyrodyn.analysis import bits_per_spike, rate_r2, state_r2
+"""
+
+from .metrics import (
+    FixedPointMatch,
+    StateR2,
+    apply_affine,
+    bits_per_spike,
+    co_bps,
+    fit_affine,
+    match_fixed_points,
+    mean_rates,
+    poisson_log_likelihood,
+    r2_score,
+    rate_r2,
+    state_r2,
+)
+
+__all__ = [
+    "bits_per_spike",
+    "co_bps",
+    "mean_rates",
+    "poisson_log_likelihood",
+    "r2_score",
+    "rate_r2",
+    "state_r2",
+    "StateR2",
+    "fit_affine",
+    "apply_affine",
+    "match_fixed_points",
+    "FixedPointMatch",
+]

@@ -1,0 +1,1 @@
+"""Guides, ``fit`` and the posterior: see issue 4."""

@@ -1,0 +1,1 @@
+"""Generative models (latent neural ODE, readouts, likelihoods, multi-area): see issue 4."""
