@@ -7,8 +7,8 @@ Example:
     10
 """
 
-from . import analysis, data
+from . import analysis, data, inference, models
 from ._version import __version__
 from .data import SpikeData, load
 
-__all__ = ["SpikeData", "load", "data", "analysis", "__version__"]
+__all__ = ["SpikeData", "load", "data", "models", "inference", "analysis", "__version__"]

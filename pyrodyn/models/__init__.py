@@ -1,1 +1,39 @@
-"""Generative models (latent neural ODE, readouts, likelihoods, multi-area): see issue 4."""
+"""Generative models of spike counts as Pyro programs, and their swappable parts.
+
+Example:
+    >>> from pyrodyn.models import LatentODEModel
+    >>> model = LatentODEModel(n_neurons=30, latent_dim=3, readout="flow")
+"""
+
+from . import sites
+from .dynamics import (
+    FIELDS,
+    GRUTransition,
+    LinearField,
+    LowRankRNNField,
+    MLPField,
+    VectorField,
+    build_field,
+)
+from .latent_ode import LatentODEModel
+from .likelihoods import (
+    LIKELIHOODS,
+    GaussianLikelihood,
+    Likelihood,
+    NegativeBinomialLikelihood,
+    PoissonLikelihood,
+    build_likelihood,
+)
+from .priors import AR1Prior
+from .readouts import READOUTS, AffineReadout, FlowReadout, MLPReadout, Readout, build_readout
+from .solver import ODESolver
+
+__all__ = [
+    "LatentODEModel",
+    "VectorField", "MLPField", "LinearField", "LowRankRNNField", "GRUTransition", "FIELDS",
+    "build_field",
+    "Readout", "AffineReadout", "MLPReadout", "FlowReadout", "READOUTS", "build_readout",
+    "Likelihood", "PoissonLikelihood", "NegativeBinomialLikelihood", "GaussianLikelihood",
+    "LIKELIHOODS", "build_likelihood",
+    "AR1Prior", "ODESolver", "sites",
+]

@@ -1,0 +1,53 @@
+"""Scoring a fitted model on held-out trials against the data and, when known, the truth.
+
+Example:
+    >>> scores = evaluate(model, guide, data.select("train"), data.select("test"))  # doctest: +SKIP
+    >>> scores["bits_per_spike"], scores.get("state_r2_true_to_inferred")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis.metrics import bits_per_spike, co_bps, mean_rates, rate_r2, state_r2
+from ..data.spikes import SpikeData
+from .predict import posterior_means
+
+__all__ = ["evaluate"]
+
+
+def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: int = 10,
+             device: str = "cpu") -> dict[str, float]:
+    """Metrics of the posterior-mean rates on ``test`` trials.
+
+    - ``bits_per_spike`` on held-in neurons (null: training mean rates); with held-out neurons
+      also ``co_bps``; with true rates ``true_bits_per_spike`` (the ceiling) and ``rate_r2``.
+    - With true latents: ``state_r2_true_to_inferred`` and ``state_r2_inferred_to_true``, affine
+      maps fit on the training trials' posterior means, scored on ``test``.
+    """
+    latents, rates = posterior_means(model, guide, test, num_samples=num_samples, device=device)
+    null = mean_rates(train.spikes, mask=train.observed_mask())
+    heldin = test.heldin_neurons
+    scores = {"bits_per_spike": bits_per_spike(
+        rates[..., heldin], test.spikes[..., heldin], null_rates=null[heldin],
+        mask=test.observed_mask()[..., heldin])}
+    if test.heldout_neurons.size:
+        held = test.heldout_neurons
+        scores["co_bps"] = co_bps(rates, test.spikes, held, null_rates=null[held])
+    truth = test.truth
+    if truth is not None and truth.rates is not None:
+        scores["true_bits_per_spike"] = bits_per_spike(
+            truth.rates[..., heldin], test.spikes[..., heldin], null_rates=null[heldin],
+            mask=test.observed_mask()[..., heldin])
+        scores["rate_r2"] = rate_r2(rates, truth.rates)
+    if truth is not None and truth.latents is not None and train.truth is not None:
+        train_latents, _ = posterior_means(model, guide, train, num_samples=num_samples,
+                                           device=device)
+        both = state_r2(
+            np.concatenate([train.truth.latents, truth.latents]),
+            np.concatenate([train_latents, latents]),
+            train=np.arange(train.n_trials),
+            test=np.arange(train.n_trials, train.n_trials + test.n_trials))
+        scores["state_r2_true_to_inferred"] = both.true_to_inferred
+        scores["state_r2_inferred_to_true"] = both.inferred_to_true
+    return scores

@@ -1,0 +1,213 @@
+"""Guides: interchangeable variational families over a model's latent sites.
+
+Every guide takes exactly the model's arguments and samples the model's latent sites ("z0" and,
+when the model infers inputs, "inputs") in the same "trial" plate, so any guide works with any
+pyrodyn model and any ELBO. The amortized guides encode the spikes a trial shows them
+(``encoder_mask``, else ``mask``: held-out neurons and coordinated-dropout entries are hidden)
+with a bidirectional GRU and give the posterior for new trials without refitting.
+
+- ``AmortizedNormalGuide``: q(z0 | x) Normal (and q(inputs | x) Normal per bin).
+- ``AmortizedFlowGuide``: q(z0 | x) a Normal pushed through conditional autoregressive flows.
+- ``MAPGuide``: a point estimate of z0 from the encoder: the model becomes a deterministic
+  autoencoder, as in ODIN.
+- ``per_trial_normal_guide`` / ``per_trial_map_guide``: non-amortized per-trial parameters
+  through Pyro's ``AutoNormal`` / ``AutoDelta`` with subsampling.
+
+Example:
+    >>> from pyrodyn.models import LatentODEModel
+    >>> model = LatentODEModel(n_neurons=20, latent_dim=3)
+    >>> guide = AmortizedNormalGuide(model)
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+from pyro import poutine
+from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_median
+from pyro.nn import PyroModule
+from torch import nn
+from torch.nn.functional import softplus
+
+from ..models import sites
+from ..models.latent_ode import trial_plate_size
+
+__all__ = [
+    "SpikeEncoder",
+    "AmortizedGuide",
+    "AmortizedNormalGuide",
+    "AmortizedFlowGuide",
+    "MAPGuide",
+    "per_trial_normal_guide",
+    "per_trial_map_guide",
+    "GUIDES",
+    "build_guide",
+]
+
+
+class SpikeEncoder(nn.Module):
+    """Bidirectional GRU over per-bin features: a trial summary and per-bin features.
+
+    Returns ``(summary (trial, 2 hidden), sequence (trial, time, 2 hidden))``.
+    """
+
+    def __init__(self, n_inputs: int, hidden: int = 64, *, dropout: float = 0.05) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(n_inputs, hidden, batch_first=True, bidirectional=True)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sequence, last = self.gru(self.dropout(x))
+        return torch.cat([last[0], last[1]], dim=-1), sequence
+
+
+class AmortizedGuide(PyroModule):
+    """Base class of the encoder guides; subclasses choose the z0 distribution.
+
+    Args:
+        model: the model whose latent sites this guide covers (its sizes are read from it).
+        hidden: GRU units per direction.
+        dropout: dropout on the encoder's input (ODIN uses 0.05).
+        init_scale: initial posterior standard deviation.
+    """
+
+    def __init__(self, model: nn.Module, *, hidden: int = 64, dropout: float = 0.05,
+                 init_scale: float = 0.1) -> None:
+        super().__init__()
+        self.latent_dim = model.latent_dim
+        self.inferred_input_dim = getattr(model, "inferred_input_dim", 0)
+        self.external_input_dim = getattr(model, "external_input_dim", 0)
+        self.encoder = SpikeEncoder(model.n_neurons + self.external_input_dim, hidden,
+                                    dropout=dropout)
+        raw_scale = float(torch.log(torch.expm1(torch.tensor(init_scale))))
+        self.z0_head = nn.Linear(2 * hidden, 2 * self.latent_dim)
+        with torch.no_grad():
+            self.z0_head.bias[self.latent_dim:] = raw_scale
+        if self.inferred_input_dim:
+            self.input_head = nn.Linear(2 * hidden, 2 * self.inferred_input_dim)
+            with torch.no_grad():
+                self.input_head.weight.mul_(0.1)
+                self.input_head.bias.zero_()
+                self.input_head.bias[self.inferred_input_dim:] = raw_scale
+
+    def encode(self, spikes, mask, encoder_mask, inputs):
+        """Runs the encoder once per call on what the guide may see."""
+        visible = encoder_mask if encoder_mask is not None else mask
+        x = torch.log1p(spikes if visible is None else spikes * visible)
+        if self.external_input_dim and inputs is not None:
+            x = torch.cat([x, inputs], dim=-1)
+        return self.encoder(x)
+
+    def z0_distribution(self, summary: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        spikes: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
+        trial_index: torch.Tensor | None = None,
+        num_trials: int | None = None,
+        kl_scale: float = 1.0,
+        n_bins: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if spikes is None:
+            raise ValueError("spikes: an amortized guide needs the observed spikes to encode")
+        summary, sequence = self.encode(spikes, mask, encoder_mask, inputs)
+        num_trials = trial_plate_size(spikes.shape[0], trial_index, num_trials)
+        out = {}
+        with pyro.plate(sites.TRIAL_PLATE, num_trials, subsample=trial_index, dim=-1):
+            with poutine.scale(scale=kl_scale):
+                out[sites.Z0] = pyro.sample(sites.Z0, self.z0_distribution(summary))
+                if self.inferred_input_dim:
+                    loc, raw = self.input_head(sequence).split(self.inferred_input_dim, -1)
+                    out[sites.INPUTS] = pyro.sample(
+                        sites.INPUTS, dist.Normal(loc, softplus(raw) + 1e-4).to_event(2))
+        return out
+
+
+class AmortizedNormalGuide(AmortizedGuide):
+    """q(z0 | spikes) = Normal(loc(x), scale(x)), diagonal."""
+
+    def z0_distribution(self, summary):
+        loc, raw = self.z0_head(summary).split(self.latent_dim, -1)
+        return dist.Normal(loc, softplus(raw) + 1e-4).to_event(1)
+
+
+class AmortizedFlowGuide(AmortizedGuide):
+    """q(z0 | spikes): a Normal from the encoder pushed through ``flows`` conditional affine
+    autoregressive transforms, each conditioned on the encoder summary (non-Gaussian,
+    correlated posteriors)."""
+
+    def __init__(self, model: nn.Module, *, flows: int = 2, flow_hidden: int = 32,
+                 **options) -> None:
+        super().__init__(model, **options)
+        context = self.z0_head.in_features
+        self.flows = nn.ModuleList([
+            T.conditional_affine_autoregressive(self.latent_dim, context,
+                                                hidden_dims=[flow_hidden, flow_hidden])
+            for _ in range(flows)])
+        for flow in self.flows:  # start at the identity so training begins at the Normal guide
+            last = flow.nn.layers[-1]
+            with torch.no_grad():
+                last.weight.mul_(0.01)
+                last.bias.zero_()
+
+    def z0_distribution(self, summary):
+        loc, raw = self.z0_head(summary).split(self.latent_dim, -1)
+        base = dist.Normal(loc, softplus(raw) + 1e-4).to_event(1)
+        return dist.TransformedDistribution(base, [f.condition(summary) for f in self.flows])
+
+
+class MAPGuide(AmortizedGuide):
+    """A point estimate z0 = encoder(spikes): a deterministic autoencoder (ODIN's training).
+
+    The z0 prior still enters the objective as a penalty; the ELBO is a MAP objective.
+    """
+
+    def z0_distribution(self, summary):
+        loc, _ = self.z0_head(summary).split(self.latent_dim, -1)
+        return dist.Delta(loc).to_event(1)
+
+
+def _trial_plate(spikes=None, *, trial_index=None, num_trials=None, **_):
+    """The model's trial plate with this call's subsample, for Pyro's AutoGuides."""
+    batch = None if spikes is None else spikes.shape[0]
+    size = trial_plate_size(batch, trial_index, num_trials)
+    return pyro.plate(sites.TRIAL_PLATE, size, subsample=trial_index, dim=-1)
+
+
+def per_trial_normal_guide(model: nn.Module, *, init_scale: float = 0.1) -> AutoNormal:
+    """Non-amortized mean-field Normal with parameters per trial (AutoNormal, subsampling-aware).
+
+    New trials need refitting: use an amortized guide to generalize.
+    """
+    return AutoNormal(model, init_loc_fn=init_to_median, init_scale=init_scale,
+                      create_plates=_trial_plate)
+
+
+def per_trial_map_guide(model: nn.Module) -> AutoDelta:
+    """Per-trial point estimates of the latent sites (AutoDelta, subsampling-aware)."""
+    return AutoDelta(model, init_loc_fn=init_to_median, create_plates=_trial_plate)
+
+
+GUIDES = {
+    "normal": AmortizedNormalGuide,
+    "flow": AmortizedFlowGuide,
+    "map": MAPGuide,
+    "per_trial_normal": per_trial_normal_guide,
+    "per_trial_map": per_trial_map_guide,
+}
+
+
+def build_guide(name: str, model: nn.Module, **options) -> nn.Module:
+    """Builds a guide by name: "normal" (default), "flow", "map", "per_trial_normal",
+    "per_trial_map"."""
+    if name not in GUIDES:
+        raise ValueError(f"guide: unknown guide {name!r} (known: {', '.join(GUIDES)})")
+    return GUIDES[name](model, **options)

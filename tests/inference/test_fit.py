@@ -1,0 +1,124 @@
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+
+from pyrodyn.data import synthetic
+from pyrodyn.inference import build_guide, fit
+from pyrodyn.inference import svi as fit_module
+from pyrodyn.models import LatentODEModel
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic.lorenz(n_trials=24, n_bins=12, n_neurons=8, seed=0).with_split(
+        valid=0.25, test=0.0, seed=0).with_heldout_neurons(2)
+
+
+def build(guide="normal", seed=0, **model_options):
+    pyro.set_rng_seed(seed)
+    model = LatentODEModel(8, 2, **model_options)
+    return model, build_guide(guide, model)
+
+
+OPTIONS = dict(steps=12, batch_size=6, eval_every=4, kl_warmup=5, coordinated_dropout=0.2,
+               progress=False)
+
+
+@pytest.mark.parametrize("guide", ["normal", "per_trial_normal"])
+def test_same_seed_same_loss_history(data, guide):
+    runs = []
+    valid = None if guide.startswith("per_trial") else data.select("valid")
+    for _ in range(2):
+        model, g = build(guide)
+        runs.append(fit(model, g, data.select("train"), valid=valid, seed=3, **OPTIONS))
+    assert runs[0].losses == runs[1].losses
+    assert [v["loss"] for v in runs[0].valid] == [v["loss"] for v in runs[1].valid]
+    model, g = build(guide)
+    other = fit(model, g, data.select("train"), seed=4, **OPTIONS)
+    assert other.losses != runs[0].losses
+
+
+@pytest.mark.parametrize("guide", ["normal", "per_trial_map"])
+def test_resuming_after_an_interruption_continues_the_same_run(data, guide, tmp_path,
+                                                                monkeypatch):
+    train = data.select("train")
+    valid = None if guide.startswith("per_trial") else data.select("valid")
+    model, g = build(guide)
+    whole = fit(model, g, train, valid=valid, seed=1, **OPTIONS)
+
+    original = fit_module._batch_indices
+
+    def interrupt_at_step_7(n_trials, batch_size, seed, step):
+        if step == 7:
+            raise KeyboardInterrupt
+        return original(n_trials, batch_size, seed, step)
+
+    checkpoint = tmp_path / "fit.pt"
+    model, g = build(guide)
+    monkeypatch.setattr(fit_module, "_batch_indices", interrupt_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, g, train, valid=valid, seed=1, checkpoint=checkpoint, checkpoint_every=5,
+            **OPTIONS)
+    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    assert checkpoint.exists()
+    model, g = build(guide, seed=99)  # fresh objects: everything comes from the checkpoint
+    resumed = fit(model, g, train, valid=valid, seed=1, checkpoint=checkpoint, **OPTIONS)
+    assert resumed.losses == whole.losses
+    assert [v["loss"] for v in resumed.valid] == [v["loss"] for v in whole.valid]
+    assert resumed.best_step == whole.best_step
+
+
+def test_time_budget_stops_and_resume_finishes(data, tmp_path):
+    model, g = build()
+    result = fit(model, g, data, time_budget=0.0, checkpoint=tmp_path / "c.pt", **OPTIONS)
+    assert result.stop_reason == "time_budget" and result.steps == 0
+    result = fit(model, g, data, checkpoint=tmp_path / "c.pt", **OPTIONS)
+    assert result.steps == 12 and result.stop_reason == "steps"
+
+
+def test_early_stopping_restores_the_best_state(data):
+    model, g = build()
+    result = fit(model, g, data.select("train"), valid=data.select("valid"), steps=40,
+                 batch_size=6, eval_every=1, patience=2, lr=0.05, progress=False)
+    assert result.stop_reason == "early_stopping"
+    assert result.steps < 40
+    losses = [v["loss"] for v in result.valid]
+    assert result.best_valid_loss == min(losses)
+    assert all(torch.equal(result.best_state["model"][k], v)
+               for k, v in model.state_dict().items())
+
+
+def test_fit_learns(data):
+    model, g = build()
+    result = fit(model, g, data.select("train"), valid=data.select("valid"), steps=60,
+                 batch_size=9, eval_every=20, progress=False)
+    assert np.mean(result.losses[-10:]) < np.mean(result.losses[:10])
+    assert result.valid[-1]["loss"] < result.valid[0]["loss"]
+    assert result.valid[-1]["bits_per_spike"] > 0.1
+    assert math.isfinite(result.elapsed) and result.elapsed > 0
+
+
+def test_bad_options_and_data(data):
+    model, g = build()
+    with pytest.raises(ValueError, match="valid: a per-trial"):
+        fit(model, build_guide("per_trial_normal", model), data, valid=data)
+    with pytest.raises(ValueError, match="coordinated_dropout"):
+        fit(model, g, data, coordinated_dropout=1.0)
+    with pytest.raises(ValueError, match="elbo: unknown ELBO 'renyi'"):
+        fit(model, g, data, elbo="renyi", steps=1)
+    other = synthetic.lorenz(n_trials=4, n_bins=12, n_neurons=5)
+    with pytest.raises(ValueError, match="train: has 5 neurons but the model was built for 8"):
+        fit(model, g, other)
+
+
+def test_nan_loss_is_a_clear_error_and_keeps_a_checkpoint(data, tmp_path):
+    model, g = build()
+    with torch.no_grad():
+        model.readout.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0; lower lr"):
+        fit(model, g, data, steps=3, checkpoint=tmp_path / "nan.pt", init_from_data=False,
+            progress=False)
+    assert (tmp_path / "nan.pt").exists()

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from pyrodyn.models import (
+    AR1Prior,
+    FlowReadout,
+    LatentODEModel,
+    ODESolver,
+    build_field,
+    build_likelihood,
+    build_readout,
+)
+from pyrodyn.models.dynamics import LinearField
+
+
+def test_flow_readout_inverse_recovers_latents_to_1e5():
+    torch.manual_seed(0)
+    readout = FlowReadout(3, 30, layers=3)
+    with torch.no_grad():  # move away from the near-identity start so the test means something
+        for p in readout.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    z = 2.0 * torch.randn(16, 40, 3)
+    log_rates = readout(z)
+    assert log_rates.shape == (16, 40, 30)
+    assert (readout.inverse(log_rates) - z).abs().max() < 1e-5
+
+
+def test_flow_readout_needs_at_least_as_many_neurons_as_latents():
+    with pytest.raises(ValueError, match="needs n_neurons >= latent_dim"):
+        FlowReadout(5, 3)
+
+
+def test_rk4_on_the_bin_grid_matches_the_exact_solution_of_a_linear_ode():
+    field = LinearField(2)
+    with torch.no_grad():
+        field.linear.weight.copy_(torch.tensor([[0.0, -1.0], [1.0, 0.0]]))  # rotation
+    z0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    field = field.double()
+    states = ODESolver("rk4", step_size=0.05)(field, z0, 40)
+    t = torch.arange(40, dtype=torch.float64) * 0.05
+    exact = torch.stack([torch.cos(t), torch.sin(t)], -1)
+    assert (states[0] - exact).abs().max() < 1e-6
+    adaptive = ODESolver("dopri5", step_size=0.05, rtol=1e-9, atol=1e-10)(field, z0, 40)
+    assert (adaptive[0] - exact).abs().max() < 1e-7
+
+
+def test_inputs_are_held_constant_within_each_bin():
+    field = LinearField(1, input_dim=1)
+    with torch.no_grad():
+        field.linear.weight.copy_(torch.tensor([[0.0, 1.0]]))  # dz/dt = u: integrates input
+    inputs = torch.zeros(1, 6, 1)
+    inputs[0, 2, 0] = 3.0  # a pulse during bin 2 only
+    for method in ("euler", "midpoint", "rk4"):
+        states = ODESolver(method, step_size=0.5)(field, torch.zeros(1, 1), 6, inputs)
+        assert torch.allclose(states[0, :, 0], torch.tensor([0, 0, 0, 1.5, 1.5, 1.5])), method
+
+
+def test_adjoint_gradients_match_direct_backpropagation():
+    torch.manual_seed(0)
+    field = build_field("mlp", 2, hidden=16).double()
+    z0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for adjoint in (False, True):
+        solver = ODESolver("dopri5", step_size=0.1, adjoint=adjoint, rtol=1e-10, atol=1e-10)
+        field.zero_grad()
+        z0.grad = None
+        solver(field, z0, 10).pow(2).sum().backward()
+        grads.append(torch.cat([z0.grad.ravel()] + [p.grad.ravel() for p in field.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_ode_solve_gradcheck_float64():
+    torch.manual_seed(0)
+    field = build_field("mlp", 2, hidden=8).double()
+    z0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: ODESolver("rk4", step_size=0.1)(field, z, 5), z0)
+
+
+def test_ar1_prior_log_prob_matches_the_multivariate_normal():
+    prior = AR1Prior(6, 2, tau=3.0, scale=0.5)
+    a = torch.exp(torch.tensor(-1 / 3.0, dtype=torch.float64))
+    t = torch.arange(6, dtype=torch.float64)
+    cov = 0.25 * a ** (t[:, None] - t[None]).abs()
+    mvn = torch.distributions.MultivariateNormal(torch.zeros(6, dtype=torch.float64), cov)
+    x = prior.sample((4,)).double()
+    expected = mvn.log_prob(x.transpose(-1, -2)).sum(-1)
+    assert torch.allclose(prior.log_prob(x), expected, atol=1e-4)
+    assert prior.sample((4000,)).var() == pytest.approx(0.25, rel=0.1)
+
+
+@pytest.mark.parametrize("maker, name", [(build_field, "rnn"), (build_readout, "pca"),
+                                         (build_likelihood, "bernoulli")])
+def test_unknown_part_names(maker, name):
+    with pytest.raises(ValueError, match=f"unknown .*'{name}'"):
+        maker(name, 3, 3) if maker is not build_likelihood else maker(name, 3)
+
+
+def test_model_rejects_data_of_the_wrong_shape():
+    model = LatentODEModel(n_neurons=5, latent_dim=2)
+    with pytest.raises(ValueError, match=r"spikes: expected \(trial, time, 5\)"):
+        model(torch.zeros(2, 4, 6))
+    with pytest.raises(ValueError, match="trial_index: a batch of 2 of 10 trials"):
+        model(torch.zeros(2, 4, 5), num_trials=10)
+    with_inputs = LatentODEModel(n_neurons=5, latent_dim=2, external_input_dim=1)
+    with pytest.raises(ValueError, match="inputs: the model takes 1 external input"):
+        with_inputs(torch.zeros(2, 4, 5))
