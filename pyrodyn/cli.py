@@ -9,9 +9,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from .data import SpikeData, load
 
 __all__ = ["main", "build_parser"]
 
@@ -28,6 +34,139 @@ def _simulate(args: argparse.Namespace) -> None:
         data = data.with_heldout_neurons(args.heldout, seed=args.seed)
     data.save(args.out)
     print(f"wrote {args.out}: {data}")
+
+
+def _load_run(run_dir: Path, data: SpikeData):
+    """The config, model and guide a ``pyrodyn fit`` run wrote, ready for ``data``."""
+    from .config import RunConfig, build_run
+    from .inference import load_state
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ValueError(f"run_dir: {run_dir} holds no config.yaml (is it a pyrodyn fit run?)")
+    config = RunConfig.from_sources(config_path)
+    train = data.select("train") if data.split is not None else data
+    model, guide = build_run(config, train)
+    load_state(run_dir / "model.pt", model, guide, train, device=config.device)
+    return config, model, guide
+
+
+def _split_of(data: SpikeData, split: str) -> SpikeData:
+    return data if data.split is None and split == "train" else data.select(split)
+
+
+def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False):
+    """Fits on the train split (validating on the valid split) and writes the run directory:
+    config.yaml, checkpoint.pt (resumable), model.pt, losses.json, metrics.json."""
+    from .config import build_run
+    from .inference import evaluate, fit, save_state
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    train = _split_of(data, "train")
+    amortized = not config.guide.startswith("per_trial")
+    splits = [name for name in ("valid", "test")
+              if data.split is not None and (data.split == name).any()]
+    valid = data.select("valid") if "valid" in splits and amortized else None
+    model, guide = build_run(config, train)
+    result = fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
+                 progress=False if quiet else None, **config.fit_options())
+    save_state(run_dir / "model.pt", model, guide)
+    with open(run_dir / "losses.json", "w") as f:
+        json.dump({"losses": result.losses, "valid": result.valid, "best_step": result.best_step,
+                   "elapsed": result.elapsed, "stop_reason": result.stop_reason}, f)
+    scored = splits if amortized else ["train"]
+    metrics = {name: evaluate(model, guide, train, _split_of(data, name)) for name in scored}
+    with open(run_dir / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=1)
+    print(f"fitted {result.steps} steps in {result.elapsed:.0f} s ({result.stop_reason}); "
+          f"wrote {run_dir}")
+    _print_table(metrics)
+    return model, guide, result, metrics
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from .config import RunConfig
+
+    values = dict(latent_dim=args.latent_dim, readout=args.readout, guide=args.guide,
+                  steps=args.steps, device=args.device, seed=args.seed)
+    config = RunConfig.from_sources(args.config, args.set, **values)
+    _fit_run(load(args.data), config, Path(args.out), quiet=args.quiet)
+
+
+def _posterior(args: argparse.Namespace) -> None:
+    from .inference import posterior
+
+    data = load(args.data)
+    config, model, guide = _load_run(Path(args.run_dir), data)
+    post = posterior(model, guide, _split_of(data, args.split), num_samples=args.num_samples,
+                     device=config.device)
+    idata = post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide)
+    idata.to_netcdf(args.out)
+    print(f"wrote {args.out}: {args.num_samples} draws of {post.data.n_trials} trials")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    """The main job on the embedded default: Lorenz through 30 Poisson neurons."""
+    import numpy as np
+
+    from . import plots
+    from .analysis import apply_affine, fit_affine
+    from .config import RunConfig
+    from .data import synthetic
+    from .inference import posterior
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = synthetic.lorenz(n_trials=args.trials, n_bins=100, n_neurons=30, seed=args.seed)
+    data = data.with_split(valid=0.15, test=0.15, seed=args.seed)
+    data.save(out / "lorenz.npz")
+    print(f"simulated {data}")
+    config = RunConfig.from_sources(args.config, args.set, steps=args.steps,
+                                    time_budget=args.budget, seed=args.seed)
+    model, guide, result, metrics = _fit_run(data, config, out, quiet=args.quiet)
+    test = metrics["test"]
+    ratio = test["bits_per_spike"] / test["true_bits_per_spike"]
+    print(f"bits per spike: {test['bits_per_spike']:.3f} of the true rates' "
+          f"{test['true_bits_per_spike']:.3f} ({ratio:.0%})")
+
+    train, held = data.select("train"), data.select("test")
+    post = posterior(model, guide, held, num_samples=args.num_samples)
+    post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide).to_netcdf(
+        out / "posterior.nc")
+    train_post = posterior(model, guide, train, num_samples=10)
+    affine = fit_affine(train_post.mean("latents"), train.truth.latents)
+    aligned = apply_affine(post.draws["latents"], affine)
+    figures = {
+        "latents.png": plots.plot_latents(held.time, aligned, held.truth.latents),
+        "rates.png": plots.plot_rates(held.time, post.mean("rates"), held.spikes,
+                                      held.truth.rates),
+        "loss.png": plots.plot_loss(result.losses, result.valid),
+    }
+    for name, figure in figures.items():
+        figure.savefig(out / name, dpi=110)
+    lower, upper = np.quantile(aligned, [0.05, 0.95], axis=0)
+    inside = ((held.truth.latents >= lower) & (held.truth.latents <= upper)).mean()
+    print(f"true latents inside the 90% posterior interval: {inside:.0%}")
+    print(f"wrote {', '.join(sorted(figures))}, posterior.nc, checkpoint.pt, model.pt to {out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .inference import evaluate
+
+    data = load(args.data)
+    _, model, guide = _load_run(Path(args.run_dir), data)
+    scores = {args.split: evaluate(model, guide, _split_of(data, "train"),
+                                   _split_of(data, args.split), num_samples=args.num_samples)}
+    _print_table(scores)
+    print(json.dumps(scores))
+
+
+def _print_table(metrics: dict[str, dict[str, float]]) -> None:
+    for split, scores in metrics.items():
+        for name, value in scores.items():
+            print(f"  {split:>5}  {name:<28} {value: .4f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +191,50 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--heldout", type=int, default=0, help="neurons held out for co-bps")
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(run=_simulate)
+
+    fit = commands.add_parser("fit", help="fit a model to a data file (its train split)")
+    fit.add_argument("data", help=".npz, .h5 (pyrodyn or lfads-torch layout) or .nwb")
+    fit.add_argument("--out", required=True, help="run directory to write")
+    fit.add_argument("--config", help="YAML file of RunConfig options")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one option (repeatable)")
+    fit.add_argument("--latent-dim", type=int)
+    fit.add_argument("--readout", choices=["flow", "affine", "mlp"])
+    fit.add_argument("--guide", choices=["normal", "flow", "map", "per_trial_normal",
+                                         "per_trial_map"])
+    fit.add_argument("--steps", type=int)
+    fit.add_argument("--device")
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=_fit)
+
+    demo = commands.add_parser("demo", help="simulate Lorenz, fit, score against the truth, "
+                                             "write InferenceData, plots and the checkpoint")
+    demo.add_argument("--out", default="demo_out")
+    demo.add_argument("--trials", type=int, default=1000)
+    demo.add_argument("--steps", type=int, default=3000)
+    demo.add_argument("--budget", type=float, default=480.0, help="seconds of fitting")
+    demo.add_argument("--num-samples", type=int, default=100)
+    demo.add_argument("--config", help="YAML file of RunConfig options")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(run=_demo)
+
+    post = commands.add_parser("posterior", help="posterior draws of a split as ArviZ netCDF")
+    post.add_argument("run_dir")
+    post.add_argument("data")
+    post.add_argument("--out", required=True, help="output .nc file")
+    post.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    post.add_argument("--num-samples", type=int, default=100)
+    post.set_defaults(run=_posterior)
+
+    ev = commands.add_parser("evaluate", help="score a fitted run on a split of a data file")
+    ev.add_argument("run_dir")
+    ev.add_argument("data")
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--num-samples", type=int, default=10)
+    ev.set_defaults(run=_evaluate)
     return parser
 
 

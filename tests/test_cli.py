@@ -26,3 +26,49 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert code == 1
     assert err.strip().count("\n") == 0 and "unsupported extension '.csv'" in err
     assert "Traceback" not in err
+
+
+def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys):
+    import json
+
+    import arviz as az
+
+    data_path = tmp_path / "lorenz.npz"
+    assert main(["simulate", "lorenz", "--out", str(data_path), "--n-trials", "20",
+                 "--n-bins", "15", "--n-neurons", "8", "--heldout", "2"]) == 0
+    run = tmp_path / "run"
+    code = main(["fit", str(data_path), "--out", str(run), "--steps", "6", "--latent-dim", "2",
+                 "--readout", "affine", "--set", "batch_size=6", "--set", "curriculum=null",
+                 "--set", "eval_every=3", "--quiet"])
+    assert code == 0
+    for name in ("config.yaml", "checkpoint.pt", "model.pt", "losses.json", "metrics.json"):
+        assert (run / name).is_file(), name
+    losses = json.loads((run / "losses.json").read_text())
+    assert len(losses["losses"]) == 6 and [v["step"] for v in losses["valid"]] == [3, 6]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"bits_per_spike", "co_bps", "rate_r2", "state_r2_true_to_inferred",
+            "state_r2_inferred_to_true"} <= set(metrics["test"])
+
+    out = tmp_path / "post.nc"
+    assert main(["posterior", str(run), str(data_path), "--out", str(out),
+                 "--num-samples", "4"]) == 0
+    idata = az.from_netcdf(str(out))
+    assert idata.posterior["latents"].shape == (1, 4, 4, 15, 2)
+    assert idata.posterior.attrs["guide"] == "normal"
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(data_path), "--split", "valid"]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads(printed.strip().splitlines()[-1])["valid"]
+    assert {"bits_per_spike", "co_bps", "rate_r2"} <= set(scores)
+
+
+def test_fit_errors_are_one_line(tmp_path, capsys):
+    data_path = tmp_path / "d.npz"
+    main(["simulate", "lorenz", "--out", str(data_path), "--n-trials", "6", "--n-bins", "5"])
+    capsys.readouterr()
+    assert main(["fit", str(data_path), "--out", str(tmp_path / "r"), "--set", "hiden=3"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown option(s) hiden" in err and err.count("\n") == 1
+    assert main(["evaluate", str(tmp_path), str(data_path)]) == 1
+    assert "holds no config.yaml" in capsys.readouterr().err

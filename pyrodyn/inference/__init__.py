@@ -10,6 +10,8 @@ Example:
 
 import pyro
 
+from .evaluate import evaluate
+from .export import to_inference_data
 from .guides import (
     GUIDES,
     AmortizedFlowGuide,
@@ -21,15 +23,15 @@ from .guides import (
     per_trial_map_guide,
     per_trial_normal_guide,
 )
-from .evaluate import evaluate
-from .predict import posterior_means, sample_posterior
+from .posterior import Posterior, posterior, posterior_means
 from .state import initialize_guide, load_state, save_state
 from .svi import FitResult, fit, make_elbo, model_args
 
 pyro.settings.set(module_local_params=True)
 
 __all__ = [
-    "fit", "FitResult", "make_elbo", "model_args", "posterior_means", "sample_posterior",
+    "fit", "FitResult", "make_elbo", "model_args", "posterior_means", "posterior", "Posterior",
+    "to_inference_data",
     "save_state", "load_state", "initialize_guide", "evaluate",
     "AmortizedGuide", "AmortizedNormalGuide", "AmortizedFlowGuide", "MAPGuide", "SpikeEncoder",
     "per_trial_normal_guide", "per_trial_map_guide", "GUIDES", "build_guide",

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..analysis.metrics import bits_per_spike, co_bps, mean_rates, rate_r2, state_r2
 from ..data.spikes import SpikeData
-from .predict import posterior_means
+from .posterior import posterior_means
 
 __all__ = ["evaluate"]
 

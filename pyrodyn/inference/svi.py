@@ -29,6 +29,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,8 +121,7 @@ def _evaluate(elbo, model, guide, data, batch_size, device, null_rates, seed):
     guide.eval()
     model.eval()
     total, rates = 0.0, []
-    devices = [] if device == "cpu" else [torch.device(device)]
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with torch.no_grad(), _forked_rng(device):
         torch.manual_seed(seed)
         for start in range(0, data.n_trials, batch_size):
             index = np.arange(start, min(start + batch_size, data.n_trials))
@@ -149,6 +150,17 @@ def _first_bins(batch: SpikeBatch, n_bins: int) -> SpikeBatch:
     return SpikeBatch(cut(batch.spikes), cut(batch.mask), cut(batch.inputs), batch.trial_index)
 
 
+@contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _get_rng(device) -> dict[str, torch.Tensor]:
     state = {"cpu": torch.get_rng_state()}
     if torch.device(device).type == "cuda":
@@ -160,6 +172,12 @@ def _set_rng(state: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def _forked_rng(device):
+    """Random draws inside do not change the training generators."""
+    devices = [] if torch.device(device).type == "cpu" else [torch.device(device)]
+    return torch.random.fork_rng(devices=devices)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -232,7 +250,32 @@ def fit(
     Raises:
         ValueError: bad options; FloatingPointError: the loss became NaN or inf.
     """
-    if steps < 1 or batch_size < 1 or eval_every < 1 or checkpoint_every < 1:
+    _check_options(model, guide, train, valid, steps=steps, batch_size=batch_size,
+                   eval_every=eval_every, checkpoint_every=checkpoint_every, lr=lr,
+                   lr_final=lr_final, coordinated_dropout=coordinated_dropout,
+                   curriculum=curriculum)
+    options = dict(steps=steps, batch_size=min(batch_size, train.n_trials), lr=lr,
+                   lr_final=lr_final, weight_decay=weight_decay, clip_norm=clip_norm,
+                   kl_warmup=kl_warmup, coordinated_dropout=coordinated_dropout,
+                   curriculum=curriculum, eval_every=eval_every, patience=patience,
+                   checkpoint_every=checkpoint_every, time_budget=time_budget, seed=seed,
+                   device=device)
+    with _torch_threads(num_threads):
+        run = _Run(model, guide, train, valid, make_elbo(elbo, num_particles=num_particles),
+                   checkpoint=None if checkpoint is None else Path(checkpoint), resume=resume,
+                   init_from_data=init_from_data, **options)
+        result = run.train(progress=sys.stderr.isatty() if progress is None else progress)
+    if restore_best and result.best_state:
+        model.load_state_dict(result.best_state["model"])
+        guide.load_state_dict(result.best_state["guide"])
+    model.eval()
+    guide.eval()
+    return result
+
+
+def _check_options(model, guide, train, valid, *, steps, batch_size, eval_every,
+                   checkpoint_every, lr, lr_final, coordinated_dropout, curriculum) -> None:
+    if min(steps, batch_size, eval_every, checkpoint_every) < 1:
         raise ValueError("steps, batch_size, eval_every and checkpoint_every must be >= 1")
     if not 0 <= coordinated_dropout < 1:
         raise ValueError(f"coordinated_dropout: must be in [0, 1), got {coordinated_dropout}")
@@ -249,145 +292,166 @@ def fit(
         raise ValueError(
             "valid: a per-trial (non-amortized) guide has no posterior for other trials; "
             "use an amortized guide to validate, or pass valid=None")
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        return _fit(**locals())
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
-def _fit(*, model, guide, train, valid, steps, batch_size, lr, lr_final, weight_decay,
-         clip_norm, kl_warmup, coordinated_dropout, curriculum, elbo, num_particles, eval_every, patience,
-         restore_best, checkpoint, checkpoint_every, resume, time_budget, seed, device,
-         init_from_data, progress, **_) -> FitResult:
-    elbo = make_elbo(elbo, num_particles=num_particles)
-    checkpoint = None if checkpoint is None else Path(checkpoint)
-    resuming = bool(checkpoint and resume and checkpoint.exists())
-    batch_size = min(batch_size, train.n_trials)
-    model.to(device)
-    guide.to(device)
-    model.train()
-    guide.train()
-    null_rates = mean_rates(train.spikes, mask=train.observed_mask())
-    pyro.set_rng_seed(seed)
-    if init_from_data and not resuming and hasattr(getattr(model, "readout", None), "init_bias"):
-        model.readout.init_bias(torch.as_tensor(null_rates, dtype=torch.float32))
+class _Run:
+    """One fit's mutable state: optimizer, history, early-stopping counter, generator state."""
 
-    def step_args(step: int) -> dict[str, Any]:
-        batch = train.to_batch(_batch_indices(train.n_trials, batch_size, seed, step),
-                               device=device)
-        if curriculum is not None:
-            batch = _first_bins(batch, _horizon(curriculum, step, train.n_bins))
-        kl_scale = min(1.0, (step + 1) / kl_warmup) if kl_warmup else 1.0
+    def __init__(self, model, guide, train, valid, elbo, *, checkpoint, resume, init_from_data,
+                 **options) -> None:
+        self.model, self.guide, self.train_data, self.valid = model, guide, train, valid
+        self.elbo, self.checkpoint = elbo, checkpoint
+        self.o = _Options(**options)
+        resuming = bool(checkpoint and resume and checkpoint.exists())
+        model.to(self.o.device)
+        guide.to(self.o.device)
+        model.train()
+        guide.train()
+        self.null_rates = mean_rates(train.spikes, mask=train.observed_mask())
+        pyro.set_rng_seed(self.o.seed)
+        readout = getattr(model, "readout", None)
+        if init_from_data and not resuming and hasattr(readout, "init_bias"):
+            readout.init_bias(torch.as_tensor(self.null_rates, dtype=torch.float32))
+        # Lazily created parameters (AutoGuides) exist only after a first call.
+        with _forked_rng(self.o.device), pyro.validation_enabled(False):
+            with poutine.trace(param_only=True) as capture:
+                elbo.differentiable_loss(model, guide, **self.step_args(0))
+        self.params = _parameters(model, guide, capture.trace)
+        self.optimizer = torch.optim.Adam(self.params, lr=self.o.lr,
+                                          weight_decay=self.o.weight_decay)
+        self.result, self.bad_evals = FitResult(), 0
+        if resuming:
+            self._restore(torch.load(checkpoint, map_location=self.o.device, weights_only=False))
+        # The generator state at the start of the next step to run: a checkpoint written when
+        # a step fails half-way must not record the draws that step already made.
+        self.rng_state = _get_rng(self.o.device)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.guide.load_state_dict(state["guide"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        pyro.get_param_store().set_state(state["param_store"])
+        _set_rng(state["rng"])
+        self.result, self.bad_evals = state["result"], state["bad_evals"]
+        self.result.stop_reason = "steps"
+        log.info("resumed %s at step %d", self.checkpoint, self.result.steps)
+
+    def step_args(self, step: int) -> dict[str, Any]:
+        o, train = self.o, self.train_data
+        batch = train.to_batch(_batch_indices(train.n_trials, o.batch_size, o.seed, step),
+                               device=o.device)
+        if o.curriculum is not None:
+            batch = _first_bins(batch, _horizon(o.curriculum, step, train.n_bins))
+        kl_scale = min(1.0, (step + 1) / o.kl_warmup) if o.kl_warmup else 1.0
         kwargs = model_args(batch, train.n_trials, kl_scale=kl_scale)
-        if coordinated_dropout:
+        if o.coordinated_dropout:
             observed = (torch.ones_like(batch.spikes, dtype=torch.bool) if batch.mask is None
                         else batch.mask)
-            keep = torch.rand(batch.spikes.shape, device=batch.spikes.device) >= coordinated_dropout
+            keep = torch.rand_like(batch.spikes) >= o.coordinated_dropout
             kwargs.update(encoder_mask=observed & keep, mask=observed & ~keep)
         return kwargs
 
-    # Lazily created parameters (AutoGuides) exist only after a first call.
-    with torch.random.fork_rng(devices=[] if str(device) == "cpu" else [torch.device(device)]):
-        with poutine.trace(param_only=True) as param_capture, pyro.validation_enabled(False):
-            elbo.differentiable_loss(model, guide, **step_args(0))
-    params = _parameters(model, guide, param_capture.trace)
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    def loss(self, step: int) -> torch.Tensor:
+        try:
+            loss = self.elbo.differentiable_loss(self.model, self.guide, **self.step_args(step))
+        except ValueError as error:  # Pyro's validation met a NaN parameter first
+            if "invalid values" not in str(error):
+                raise
+            loss = torch.tensor(math.nan)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {step}; lower lr (now {self.o.lr}) or "
+                f"clip_norm (now {self.o.clip_norm}), or resume from the last checkpoint")
+        return loss / self.train_data.n_trials
 
-    result = FitResult()
-    bad_evals, start = 0, 0
-    if resuming:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-        optimizer.load_state_dict(state["optimizer"])
-        pyro.get_param_store().set_state(state["param_store"])
-        _set_rng(state["rng"])
-        result = state["result"]
-        result.stop_reason = "steps"
-        bad_evals, start = state["bad_evals"], result.steps
-        log.info("resumed %s at step %d", checkpoint, start)
+    def snapshot(self) -> dict[str, Any]:
+        return dict(model=self.model.state_dict(), guide=self.guide.state_dict(),
+                    optimizer=self.optimizer.state_dict(),
+                    param_store=pyro.get_param_store().get_state(), rng=self.rng_state,
+                    result=self.result, bad_evals=self.bad_evals)
 
-    # The generator state at the start of the next step to run: a checkpoint written when a
-    # step fails half-way must not record the draws that step already made.
-    rng_state = _get_rng(device)
+    def save(self) -> None:
+        if self.checkpoint:
+            _save_checkpoint(self.checkpoint, self.snapshot())
 
-    def snapshot() -> dict[str, Any]:
-        return dict(model=model.state_dict(), guide=guide.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    param_store=pyro.get_param_store().get_state(), rng=rng_state, result=result,
-                    bad_evals=bad_evals)
+    def validate(self, done: int) -> bool:
+        """Records validation; True when early stopping says stop."""
+        o, result = self.o, self.result
+        record = _evaluate(self.elbo, self.model, self.guide, self.valid, o.batch_size, o.device,
+                           self.null_rates, o.seed)
+        result.valid.append({"step": done, **record})
+        if record["loss"] < result.best_valid_loss:
+            result.best_valid_loss, result.best_step, self.bad_evals = record["loss"], done, 0
+            result.best_state = self._states()
+            return False
+        self.bad_evals += 1
+        return o.patience is not None and self.bad_evals >= o.patience
 
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc="fit", leave=False)
-    clock = time.perf_counter()
-    elapsed_before = result.elapsed
-    step = start
-    try:
-        for step in range(start, steps):
-            if time_budget is not None and result.elapsed >= time_budget:
-                result.stop_reason = "time_budget"
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr * lr_final ** (step / max(steps - 1, 1))
-            try:
-                loss = elbo.differentiable_loss(model, guide, **step_args(step)) / train.n_trials
-            except ValueError as error:  # Pyro's validation met a NaN parameter first
-                if "invalid values" not in str(error):
-                    raise
-                loss = torch.tensor(math.nan)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at step {step}; lower lr (now {lr}) or clip_norm "
-                    f"(now {clip_norm}), or resume from the last checkpoint")
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
-            optimizer.step()
-            result.losses.append(loss.item())
-            rng_state = _get_rng(device)
-            result.elapsed = elapsed_before + time.perf_counter() - clock
-            bar.update(1)
-            done = step + 1
-            if valid is not None and (done % eval_every == 0 or done == steps):
-                record = _evaluate(elbo, model, guide, valid, batch_size, device, null_rates,
-                                   seed)
-                result.valid.append({"step": done, **record})
-                bar.set_postfix(loss=f"{loss.item():.1f}", valid=f"{record['loss']:.1f}",
-                                bps=f"{record['bits_per_spike']:.3f}")
-                if record["loss"] < result.best_valid_loss:
-                    result.best_valid_loss, result.best_step, bad_evals = record["loss"], done, 0
-                    result.best_state = copy.deepcopy(
-                        dict(model=model.state_dict(), guide=guide.state_dict()))
-                else:
-                    bad_evals += 1
-                    if patience is not None and bad_evals >= patience:
+    def _states(self) -> dict[str, Any]:
+        return copy.deepcopy(dict(model=self.model.state_dict(), guide=self.guide.state_dict()))
+
+    def train(self, *, progress: bool) -> FitResult:
+        o, result = self.o, self.result
+        start, clock, elapsed_before = result.steps, time.perf_counter(), result.elapsed
+        bar = tqdm(total=o.steps, initial=start, disable=not progress, desc="fit", leave=False)
+        step = start
+        try:
+            for step in range(start, o.steps):
+                if o.time_budget is not None and result.elapsed >= o.time_budget:
+                    result.stop_reason = "time_budget"
+                    break
+                for group in self.optimizer.param_groups:
+                    group["lr"] = o.lr * o.lr_final ** (step / max(o.steps - 1, 1))
+                loss = self.loss(step)
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.params, o.clip_norm)
+                self.optimizer.step()
+                result.losses.append(loss.item())
+                self.rng_state = _get_rng(o.device)
+                result.elapsed = elapsed_before + time.perf_counter() - clock
+                bar.update(1)
+                done = step + 1
+                if self.valid is not None and (done % o.eval_every == 0 or done == o.steps):
+                    stop = self.validate(done)
+                    last = result.valid[-1]
+                    bar.set_postfix(loss=f"{loss.item():.1f}", valid=f"{last['loss']:.1f}",
+                                    bps=f"{last['bits_per_spike']:.3f}")
+                    if stop:
                         result.stop_reason = "early_stopping"
-                        if checkpoint:
-                            _save_checkpoint(checkpoint, snapshot())
                         break
-            if checkpoint and done % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, snapshot())
-    except BaseException:
-        # Keep everything the run achieved: the parameters are consistent between steps.
-        if checkpoint:
-            _save_checkpoint(checkpoint, snapshot())
-            log.warning("fit stopped at step %d; checkpoint saved to %s", step, checkpoint)
-        raise
-    finally:
-        bar.close()
-    if valid is None:
-        result.best_step = result.steps
-        result.best_valid_loss = math.nan
-        result.best_state = copy.deepcopy(dict(model=model.state_dict(), guide=guide.state_dict()))
-    if checkpoint:
-        _save_checkpoint(checkpoint, snapshot())
-    if restore_best and result.best_state:
-        model.load_state_dict(result.best_state["model"])
-        guide.load_state_dict(result.best_state["guide"])
-    model.eval()
-    guide.eval()
-    return result
+                if done % o.checkpoint_every == 0:
+                    self.save()
+        except BaseException:
+            # Keep everything the run achieved: the parameters are consistent between steps.
+            if self.checkpoint:
+                self.save()
+                log.warning("fit stopped at step %d; checkpoint saved to %s", step,
+                            self.checkpoint)
+            raise
+        finally:
+            bar.close()
+        if self.valid is None:
+            result.best_step, result.best_valid_loss = result.steps, math.nan
+            result.best_state = self._states()
+        self.save()
+        return result
+
+
+@dataclass(frozen=True)
+class _Options:
+    steps: int
+    batch_size: int
+    lr: float
+    lr_final: float
+    weight_decay: float
+    clip_norm: float
+    kl_warmup: int
+    coordinated_dropout: float
+    curriculum: tuple[int, int] | None
+    eval_every: int
+    patience: int | None
+    checkpoint_every: int
+    time_budget: float | None
+    seed: int
+    device: str | torch.device

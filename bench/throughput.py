@@ -1,0 +1,115 @@
+"""Benchmark (c): training throughput (trial-bins per second) and peak memory of one SVI step.
+
+Reference configuration: latent-ODE model (MLP field 128, flow readout), amortized Normal
+guide, Poisson likelihood, 64 trials x 100 bins x 30 neurons, RK4 on the bin grid. The
+reference is timed for 1 and 2 torch threads and fixed-step against adaptive (dopri5) solving,
+then bins (50-400), neurons (10-1000) and trials per batch (16-256) are varied one at a time.
+Each configuration runs in a fresh process so that its peak resident memory is its own; times
+are medians of repeated steps in that process. Run from the repository root:
+
+    .venv/bin/python bench/throughput.py [--repeats 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+REFERENCE = dict(threads=1, solver="rk4", bins=100, neurons=30, trials=64)
+
+
+def measure(config: dict, repeats: int) -> dict:
+    import torch
+    from pyro.infer import Trace_ELBO
+
+    from pyrodyn.inference import build_guide
+    from pyrodyn.models import LatentODEModel, ODESolver
+
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(0)
+    spikes = torch.poisson(torch.full((config["trials"], config["bins"], config["neurons"]), 0.2))
+    model = LatentODEModel(config["neurons"], 3,
+                           solver=ODESolver(config["solver"], step_size=0.1))
+    guide = build_guide("normal", model)
+    params = list(model.parameters()) + list(guide.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    elbo = Trace_ELBO()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def step():
+        loss = elbo.differentiable_loss(model, guide, spikes=spikes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds = statistics.median(times)
+    return dict(config, ms_per_step=round(1000 * seconds, 1),
+                trial_bins_per_s=round(config["trials"] * config["bins"] / seconds),
+                peak_rss_mb=round(peak / 1024), step_growth_mb=round((peak - before) / 1024))
+
+
+def _child(config, repeats, queue):
+    queue.put(measure(config, repeats))
+
+
+def run_isolated(config: dict, repeats: int) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_child, args=(config, repeats, queue))
+    process.start()
+    row = queue.get()
+    process.join()
+    return row
+
+
+def configurations(quick: bool) -> list[dict]:
+    grid = [dict(REFERENCE), dict(REFERENCE, threads=2), dict(REFERENCE, solver="dopri5"),
+            dict(REFERENCE, solver="midpoint")]
+    bins = (50, 200) if quick else (50, 200, 400)
+    neurons = (10, 300) if quick else (10, 100, 300, 1000)
+    trials = (16, 256) if quick else (16, 128, 256)
+    grid += [dict(REFERENCE, bins=b) for b in bins]
+    grid += [dict(REFERENCE, neurons=n) for n in neurons]
+    grid += [dict(REFERENCE, trials=t) for t in trials]
+    return grid
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer sizes")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    rows = []
+    header = f"{'threads':>7} {'solver':>8} {'bins':>5} {'neurons':>7} {'trials':>6} " \
+             f"{'ms/step':>8} {'trial-bins/s':>12} {'peak MB':>8}"
+    print(header)
+    for config in configurations(args.quick):
+        row = run_isolated(config, args.repeats)
+        rows.append(row)
+        print(f"{row['threads']:>7} {row['solver']:>8} {row['bins']:>5} {row['neurons']:>7} "
+              f"{row['trials']:>6} {row['ms_per_step']:>8} {row['trial_bins_per_s']:>12} "
+              f"{row['peak_rss_mb']:>8}", flush=True)
+    reference = rows[0]["trial_bins_per_s"]
+    print(f"ratio 2 threads / 1 thread: {rows[1]['trial_bins_per_s'] / reference:.2f}; "
+          f"dopri5 / rk4: {rows[2]['trial_bins_per_s'] / reference:.2f}; "
+          f"midpoint / rk4: {rows[3]['trial_bins_per_s'] / reference:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Figures of a fit: the loss curve, inferred against true latents, rates against spikes.
+
+Every function returns a matplotlib ``Figure`` (the Agg backend is fine headless).
+
+Example:
+    >>> fig = plot_loss(result.losses, result.valid)  # doctest: +SKIP
+    >>> fig.savefig("loss.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_loss", "plot_latents", "plot_rates"]
+
+
+def plot_loss(losses, valid=()):
+    """Training loss per step and validation loss per evaluation."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.7, label="train (per trial)")
+    if valid:
+        ax.plot([v["step"] for v in valid], [v["loss"] for v in valid], "o-", ms=3,
+                label="validation (per trial)")
+    ax.set(xlabel="step", ylabel="negative ELBO", yscale="symlog")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_latents(time, draws, true=None, *, trial: int = 0, level: float = 0.9):
+    """Posterior latents of one trial with a ``level`` band, beside the truth if given.
+
+    Args:
+        time: (time,) seconds.
+        draws: (sample, trial, time, dim) posterior draws, already mapped to the truth's
+            coordinates when ``true`` is given (e.g. with ``analysis.apply_affine``).
+        true: (trial, time, dim) true latents.
+    """
+    draws = np.asarray(draws)[:, trial]
+    lower, upper = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    dims = draws.shape[-1]
+    fig, axes = plt.subplots(dims, 1, figsize=(7, 1.8 * dims), sharex=True, squeeze=False)
+    for d, ax in enumerate(axes[:, 0]):
+        ax.fill_between(time, lower[:, d], upper[:, d], alpha=0.3, label=f"{level:.0%} interval")
+        ax.plot(time, draws[:, :, d].mean(0), lw=1.2, label="posterior mean")
+        if true is not None:
+            ax.plot(time, true[trial, :, d], "k--", lw=1, label="truth")
+        ax.set_ylabel(f"latent {d}")
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rates(time, rates, spikes, true_rates=None, *, trial: int = 0, neurons=(0, 1, 2, 3)):
+    """Inferred rates (counts per bin) against spikes (and true rates) for a few neurons."""
+    neurons = [n for n in neurons if n < spikes.shape[-1]]
+    fig, axes = plt.subplots(len(neurons), 1, figsize=(7, 1.6 * len(neurons)), sharex=True,
+                             squeeze=False)
+    for ax, n in zip(axes[:, 0], neurons):
+        ax.vlines(time, 0, spikes[trial, :, n], color="0.7", lw=1, label="spikes")
+        ax.plot(time, rates[trial, :, n], lw=1.2, label="inferred rate")
+        if true_rates is not None:
+            ax.plot(time, true_rates[trial, :, n], "k--", lw=1, label="true rate")
+        ax.set_ylabel(f"neuron {n}")
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig

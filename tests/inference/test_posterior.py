@@ -1,0 +1,98 @@
+import arviz as az
+import numpy as np
+import pyro
+import pytest
+
+from pyrodyn.data import synthetic
+from pyrodyn.inference import build_guide, fit, posterior, to_inference_data
+from pyrodyn.models import LatentODEModel
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = synthetic.lorenz(n_trials=40, n_bins=25, n_neurons=12, seed=0).with_split(
+        valid=0.2, test=0.2, seed=0)
+    pyro.set_rng_seed(0)
+    model = LatentODEModel(12, 3)
+    guide = build_guide("normal", model)
+    fit(model, guide, data.select("train"), steps=150, batch_size=24, curriculum=(10, 50),
+        progress=False)
+    return data, model, guide
+
+
+@pytest.fixture(scope="module")
+def post(fitted):
+    data, model, guide = fitted
+    return posterior(model, guide, data.select("test"), num_samples=40)
+
+
+def test_draw_shapes_and_batching(fitted, post):
+    data, model, guide = fitted
+    test = data.select("test")
+    assert post.draws["z0"].shape == (40, 8, 3)
+    assert post.draws["latents"].shape == (40, 8, 25, 3)
+    assert post.draws["rates"].shape == (40, 8, 25, 12)
+    assert post.draws["spikes"].shape == (40, 8, 25, 12)
+    assert post.draws["log_likelihood"].shape == (40, 8)
+    small_batches = posterior(model, guide, test, num_samples=40, batch_size=3)
+    assert np.allclose(small_batches.mean("rates"), post.mean("rates"), rtol=0.2, atol=0.02)
+
+
+def test_posterior_predictive_is_not_the_observed_data(fitted, post):
+    data, *_ = fitted
+    test = data.select("test")
+    predicted = post.draws["spikes"]
+    assert (predicted != test.spikes[None]).any(axis=(1, 2, 3)).all()
+    # Their mean tracks the fitted rates (law of large numbers over 40 draws x entries).
+    gap = predicted.mean(0) - post.mean("rates")
+    assert abs(gap.mean()) < 0.02
+    assert np.corrcoef(predicted.mean(0).ravel(), post.mean("rates").ravel())[0, 1] > 0.6
+
+
+def test_inference_data_groups_dims_coords_attrs(fitted, post, tmp_path):
+    data, *_ = fitted
+    test = data.select("test")
+    idata = to_inference_data(post, elbo="Trace_ELBO")
+    assert set(idata.groups()) == {"posterior", "posterior_predictive", "log_likelihood",
+                                   "observed_data"}
+    assert idata.posterior["latents"].dims == ("chain", "draw", "trial", "time", "latent")
+    assert idata.posterior["rates"].dims == ("chain", "draw", "trial", "time", "neuron")
+    assert idata.posterior["z0"].dims == ("chain", "draw", "trial", "latent")
+    assert idata.posterior_predictive["spikes"].dims == ("chain", "draw", "trial", "time",
+                                                         "neuron")
+    assert idata.log_likelihood["spikes"].dims == ("chain", "draw", "trial")
+    assert idata.observed_data["spikes"].dims == ("trial", "time", "neuron")
+    assert list(idata.posterior.trial.values) == list(test.trial_ids)
+    assert np.allclose(idata.posterior.time.values, test.time)
+    assert list(idata.posterior.neuron.values) == list(test.neuron_ids)
+    for group in idata.groups():
+        attrs = getattr(idata, group).attrs
+        assert attrs["model"] == "LatentODEModel"
+        assert attrs["guide"] == "AmortizedNormalGuide"
+        assert attrs["elbo"] == "Trace_ELBO"
+        assert attrs["pyrodyn_version"]
+    path = tmp_path / "post.nc"
+    idata.to_netcdf(str(path))
+    back = az.from_netcdf(str(path))
+    for group in idata.groups():
+        assert getattr(back, group).identical(getattr(idata, group)), group
+
+
+def test_arviz_functions_run_on_it(post):
+    idata = post.to_inference_data()
+    summary = az.summary(idata, var_names=["z0"], kind="stats")
+    assert len(summary) == 8 * 3 and {"mean", "sd"} <= set(summary.columns)
+    hdi = az.hdi(idata, var_names=["latents"], hdi_prob=0.9)
+    assert hdi["latents"].shape == (8, 25, 3, 2)
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo) and loo.n_data_points == 8
+    axes = az.plot_ppc(idata, num_pp_samples=5)
+    assert axes is not None
+
+
+def test_per_trial_guides_refuse_new_trials(fitted):
+    data, model, _ = fitted
+    guide = build_guide("per_trial_normal", model)
+    fit(model, guide, data.select("train"), steps=2, progress=False)
+    with pytest.raises(ValueError, match="per-trial guide describes only the trials"):
+        posterior(model, guide, data.select("test"), num_samples=2)
