@@ -32,21 +32,21 @@ class RunConfig:
     readout: str = "flow"
     likelihood: str = "poisson"
     inferred_input_dim: int = 0
-    solver: str = "rk4"
+    solver: str = "midpoint"
     step_size: float = 0.1
     # guide
     guide: str = "normal"
     encoder_hidden: int = 64
     # fit
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 5e-3
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 1e-2
     lr_final: float = 0.1
     weight_decay: float = 1e-5
     clip_norm: float = 10.0
-    kl_warmup: int = 1000
+    kl_warmup: int = 700
     coordinated_dropout: float = 0.0
-    curriculum: list[int] | None = field(default_factory=lambda: [10, 1000])
+    curriculum: list[int] | None = field(default_factory=lambda: [10, 700])
     eval_every: int = 100
     patience: int | None = None
     time_budget: float | None = None

@@ -2,9 +2,10 @@
 
 Every function returns a matplotlib ``Figure`` (the Agg backend is fine headless).
 
-Example:
-    >>> fig = plot_loss(result.losses, result.valid)  # doctest: +SKIP
-    >>> fig.savefig("loss.png")  # doctest: +SKIP
+Example (with a fitted ``result``)::
+
+    fig = plot_loss(result.losses, result.valid)
+    fig.savefig("loss.png")
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Scoring models against data and ground truth (metrics); dynamics analysis follows.
+"""Scoring models against data and ground truth, and looking inside learned dynamics.
 
 Example:
     >>> from pyrodyn.analysis import bits_per_spike, rate_r2, state_r2
 """
 
+from .fixed_points import FixedPoints, attractor_shape, find_fixed_points
 from .metrics import (
     FixedPointMatch,
     StateR2,
@@ -32,4 +33,7 @@ __all__ = [
     "apply_affine",
     "match_fixed_points",
     "FixedPointMatch",
+    "find_fixed_points",
+    "FixedPoints",
+    "attractor_shape",
 ]

@@ -25,7 +25,7 @@ Example:
     >>> from pyrodyn.data import load, synthetic
     >>> data = synthetic.lorenz(n_trials=4, n_bins=20, n_neurons=5, seed=0)
     >>> data.save("/tmp/lorenz.npz")
-    >>> (load("/tmp/lorenz.npz").spikes == data.spikes).all()
+    >>> bool((load("/tmp/lorenz.npz").spikes == data.spikes).all())
     True
 """
 

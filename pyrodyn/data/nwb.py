@@ -2,10 +2,10 @@
 
 Needs the optional extra ``pip install pyrodyn[nwb]`` (pynwb).
 
-Example:
-    >>> from pyrodyn.data import load
-    >>> data = load("session.nwb", dt=0.02, align="go_cue_time",
-    ...             window=(-0.5, 1.0))  # doctest: +SKIP
+Example (needs an NWB file with units and trials)::
+
+    from pyrodyn.data import load
+    data = load("session.nwb", dt=0.02, align="go_cue_time", window=(-0.5, 1.0))
 """
 
 from __future__ import annotations

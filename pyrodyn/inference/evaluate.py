@@ -1,8 +1,9 @@
 """Scoring a fitted model on held-out trials against the data and, when known, the truth.
 
-Example:
-    >>> scores = evaluate(model, guide, data.select("train"), data.select("test"))  # doctest: +SKIP
-    >>> scores["bits_per_spike"], scores.get("state_r2_true_to_inferred")  # doctest: +SKIP
+Example (with a fitted ``model`` and ``guide``)::
+
+    scores = evaluate(model, guide, data.select("train"), data.select("test"))
+    scores["bits_per_spike"], scores.get("state_r2_true_to_inferred")
 """
 
 from __future__ import annotations

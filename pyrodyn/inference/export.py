@@ -7,10 +7,11 @@ latent, neuron (input, area where present); coords: the data's trial ids, bin st
 seconds, neuron ids and, for multi-area data, each neuron's area. One chain of independent
 draws.
 
-Example:
-    >>> import arviz as az
-    >>> idata = to_inference_data(post, elbo="Trace_ELBO")  # doctest: +SKIP
-    >>> az.summary(idata, var_names=["z0"], kind="stats")  # doctest: +SKIP
+Example (with a fitted ``model`` and ``guide``)::
+
+    import arviz as az
+    idata = to_inference_data(post, elbo="Trace_ELBO")
+    az.summary(idata, var_names=["z0"], kind="stats")
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ predictive spikes are sampled from the replayed likelihood, so the model is neve
 the spikes it predicts while the guide still sees them. Trials go through in batches, so
 thousands of trials fit in memory; amortized guides need no refitting for new trials.
 
-Example:
-    >>> post = posterior(model, guide, data.select("test"), num_samples=50)  # doctest: +SKIP
-    >>> post.draws["latents"].shape  # (sample, trial, time, latent)  # doctest: +SKIP
-    >>> idata = post.to_inference_data()  # doctest: +SKIP
+Example (with a fitted ``model`` and ``guide``)::
+
+    post = posterior(model, guide, data.select("test"), num_samples=50)
+    post.draws["latents"].shape  # (sample, trial, time, latent)
+    idata = post.to_inference_data()
 """
 
 from __future__ import annotations

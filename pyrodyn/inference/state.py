@@ -3,9 +3,10 @@
 Guides built by Pyro's AutoGuides create their parameters on the first call, so ``load_state``
 first calls the guide once on a few trials of ``data`` (without disturbing the random state).
 
-Example:
-    >>> save_state("run/model.pt", model, guide)  # doctest: +SKIP
-    >>> load_state("run/model.pt", model, guide, data)  # doctest: +SKIP
+Example (with a fitted ``model`` and ``guide``)::
+
+    save_state("run/model.pt", model, guide)
+    load_state("run/model.pt", model, guide, data)
 """
 
 from __future__ import annotations

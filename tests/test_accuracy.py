@@ -1,0 +1,62 @@
+"""Accuracy guards: real fits on data with known ground truth, at fixed seeds (slow)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pyrodyn.analysis import apply_affine, fit_affine
+from pyrodyn.config import RunConfig, build_run
+from pyrodyn.data import synthetic
+from pyrodyn.inference import evaluate, fit, posterior
+
+pytestmark = pytest.mark.slow
+
+# Measured at this seed on the 2-core machine (2026-11-23): bps ratio 0.955, rate R2 0.867,
+# state R2 0.849 (true->inferred) and 0.872 (inferred->true). The guards leave margin for a
+# slower or busier machine, where the time budget cuts the fit short.
+THRESHOLDS = dict(bps_ratio=0.85, rate_r2=0.75, state_r2=0.7)
+
+
+def fit_recipe(data, *, steps, budget, **changes):
+    config = dataclasses.replace(RunConfig(), steps=steps, time_budget=budget, **changes)
+    train = data.select("train")
+    model, guide = build_run(config, train)
+    options = config.fit_options()
+    fit(model, guide, train, valid=data.select("valid"), progress=False, **options)
+    return model, guide
+
+
+def test_lorenz_recovery_does_not_regress():
+    """A smaller benchmark (a): thresholds the current code clears with margin."""
+    data = synthetic.lorenz(n_trials=600, n_bins=60, n_neurons=30, seed=1).with_split(
+        valid=0.15, test=0.15, seed=1)
+    model, guide = fit_recipe(data, steps=500, budget=100, curriculum=[10, 250],
+                              kl_warmup=250)
+    scores = evaluate(model, guide, data.select("train"), data.select("test"))
+    print(scores)
+    assert scores["bits_per_spike"] > THRESHOLDS["bps_ratio"] * scores["true_bits_per_spike"]
+    assert scores["rate_r2"] > THRESHOLDS["rate_r2"]
+    assert scores["state_r2_true_to_inferred"] > THRESHOLDS["state_r2"]
+    assert scores["state_r2_inferred_to_true"] > THRESHOLDS["state_r2"]
+
+
+
+def interval_width(n_neurons: int) -> float:
+    data = synthetic.limit_cycle(n_trials=200, n_bins=40, n_neurons=n_neurons, seed=2)
+    data = data.with_split(valid=0.15, test=0.15, seed=2)
+    model, guide = fit_recipe(data, steps=150, budget=40, latent_dim=2, curriculum=[10, 75],
+                              kl_warmup=75)
+    train, test = data.select("train"), data.select("test")
+    # Widths in the truth's coordinates, so that the two models are comparable.
+    affine = fit_affine(posterior(model, guide, train, num_samples=10).mean("latents"),
+                        train.truth.latents)
+    draws = apply_affine(posterior(model, guide, test, num_samples=50).draws["latents"], affine)
+    lower, upper = np.quantile(draws, [0.05, 0.95], axis=0)
+    return float(np.mean(upper - lower))
+
+
+def test_more_neurons_give_narrower_posterior_intervals():
+    few, many = interval_width(8), interval_width(64)
+    print(f"mean 90% interval width: 8 neurons {few:.3f}, 64 neurons {many:.3f}")
+    assert many < 0.8 * few
