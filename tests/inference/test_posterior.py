@@ -35,7 +35,10 @@ def test_draw_shapes_and_batching(fitted, post):
     assert post.draws["spikes"].shape == (40, 8, 25, 12)
     assert post.draws["log_likelihood"].shape == (40, 8)
     small_batches = posterior(model, guide, test, num_samples=40, batch_size=3)
-    assert np.allclose(small_batches.mean("rates"), post.mean("rates"), rtol=0.2, atol=0.02)
+    # Two independent sets of 40 draws: equal up to Monte Carlo error.
+    a, b = small_batches.mean("rates"), post.mean("rates")
+    assert np.abs(a - b).mean() < 0.1 * b.mean()
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
 
 
 def test_posterior_predictive_is_not_the_observed_data(fitted, post):
