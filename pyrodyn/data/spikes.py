@@ -365,9 +365,15 @@ class SpikeData:
             heldout = np.random.default_rng(seed).choice(self.n_neurons, heldout, replace=False)
         return self.replace(heldout_neurons=np.asarray(heldout))
 
-    def observed_mask(self, *, include_heldout: bool = False) -> np.ndarray:
-        """Boolean (trial, time, neuron): observed entries, minus held-out neurons by default."""
-        mask = np.ones(self.shape, dtype=bool) if self.mask is None else self.mask.copy()
+    def observed_mask(self, trials: np.ndarray | None = None, *,
+                      include_heldout: bool = False) -> np.ndarray:
+        """Boolean (trial, time, neuron): observed entries, minus held-out neurons by default.
+
+        ``trials`` restricts it to those trial indices (built for them only).
+        """
+        index = np.arange(self.n_trials) if trials is None else np.asarray(trials)
+        mask = (np.ones((len(index),) + self.shape[1:], dtype=bool) if self.mask is None
+                else self.mask[index])
         if not include_heldout:
             mask[:, :, self.heldout_neurons] = False
         return mask
@@ -408,7 +414,7 @@ class SpikeData:
         The mask is None when every entry is observed, so models can skip masking.
         """
         index = np.arange(self.n_trials) if trials is None else np.asarray(trials)
-        mask = self.observed_mask(include_heldout=include_heldout)[index]
+        mask = self.observed_mask(index, include_heldout=include_heldout)
         return SpikeBatch(
             spikes=torch.as_tensor(self.spikes[index], dtype=torch.float32, device=device),
             mask=None if mask.all() else torch.as_tensor(mask, device=device),
