@@ -80,16 +80,36 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False):
     metrics = {name: evaluate(model, guide, train, _split_of(data, name)) for name in scored}
     with open(run_dir / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=1)
+    if getattr(model, "channel_names", None):
+        _write_communication(model, guide, _split_of(data, scored[-1]), run_dir)
     print(f"fitted {result.steps} steps in {result.elapsed:.0f} s ({result.stop_reason}); "
           f"wrote {run_dir}")
     _print_table(metrics)
     return model, guide, result, metrics
 
 
+def _write_communication(model, guide, data, run_dir: Path) -> None:
+    """Who drives whom in a multi-area fit: communication.json and communication.png."""
+    from . import plots
+    from .analysis import communication_summary
+    from .inference import posterior
+
+    summary = communication_summary(posterior(model, guide, data, num_samples=50))
+    table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level}
+             for name, c in summary.items()}
+    with open(run_dir / "communication.json", "w") as f:
+        json.dump(table, f, indent=1)
+    plots.plot_area_graph(summary).savefig(run_dir / "communication.png", dpi=120)
+    for name, c in summary.items():
+        print(f"channel {name}: strength {c.strength:.4f} "
+              f"[{c.interval[0]:.4f}, {c.interval[1]:.4f}] ({c.level:.0%} interval)")
+
+
 def _fit(args: argparse.Namespace) -> None:
     from .config import RunConfig
 
-    values = dict(latent_dim=args.latent_dim, readout=args.readout, guide=args.guide,
+    values = dict(model=args.model and args.model.replace("-", "_"),
+                  latent_dim=args.latent_dim, readout=args.readout, guide=args.guide,
                   steps=args.steps, device=args.device, seed=args.seed)
     config = RunConfig.from_sources(args.config, args.set, **values)
     _fit_run(load(args.data), config, Path(args.out), quiet=args.quiet)
@@ -198,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", help="YAML file of RunConfig options")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one option (repeatable)")
-    fit.add_argument("--latent-dim", type=int)
+    fit.add_argument("--model", choices=["latent-ode", "multi-area"],
+                     help="multi-area: one latent ODE per area of the data's area labels")
+    fit.add_argument("--latent-dim", type=int, help="latent dimension (per area if multi-area)")
     fit.add_argument("--readout", choices=["flow", "affine", "mlp"])
     fit.add_argument("--guide", choices=["normal", "flow", "map", "per_trial_normal",
                                          "per_trial_map"])

@@ -26,6 +26,7 @@ class RunConfig:
     """Everything a ``pyrodyn fit`` run needs besides the data (defaults: the tested recipe)."""
 
     # model
+    model: str = "latent_ode"
     latent_dim: int = 3
     dynamics: str = "mlp"
     hidden: int = 128
@@ -34,6 +35,10 @@ class RunConfig:
     inferred_input_dim: int = 0
     solver: str = "midpoint"
     step_size: float = 0.1
+    # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
+    communication: str = "low_rank"
+    comm_rank: int = 1
+    coupling_prior: float = 10.0
     # guide
     guide: str = "normal"
     encoder_hidden: int = 64
@@ -91,10 +96,24 @@ class RunConfig:
         return options
 
 
-def build_model(config: RunConfig, data: SpikeData):
-    """The ``LatentODEModel`` a config describes, sized for ``data``."""
-    from .models import LatentODEModel, ODESolver, build_field
+MODELS = ("latent_ode", "multi_area")
 
+
+def build_model(config: RunConfig, data: SpikeData):
+    """The ``LatentODEModel`` (or, with ``model: multi_area``, the ``MultiAreaModel`` over the
+    data's areas) a config describes, sized for ``data``."""
+    from .models import LatentODEModel, MultiAreaModel, ODESolver, build_field
+
+    if config.model not in MODELS:
+        raise ValueError(f"model: unknown model {config.model!r} (known: {', '.join(MODELS)})")
+    solver = ODESolver(config.solver, step_size=config.step_size)
+    if config.model == "multi_area":
+        return MultiAreaModel.from_data(
+            data, config.latent_dim, field=config.dynamics, hidden=config.hidden,
+            readout=config.readout, likelihood=config.likelihood,
+            communication=config.communication, rank=config.comm_rank,
+            coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
+            solver=solver)
     n_inputs = (0 if data.inputs is None else data.inputs.shape[-1]) + config.inferred_input_dim
     options = {"hidden": config.hidden} if config.dynamics == "mlp" else {}
     return LatentODEModel(
@@ -102,8 +121,7 @@ def build_model(config: RunConfig, data: SpikeData):
         field=build_field(config.dynamics, config.latent_dim, n_inputs, **options),
         readout=config.readout, likelihood=config.likelihood,
         external_input_dim=0 if data.inputs is None else data.inputs.shape[-1],
-        inferred_input_dim=config.inferred_input_dim,
-        solver=ODESolver(config.solver, step_size=config.step_size))
+        inferred_input_dim=config.inferred_input_dim, solver=solver)
 
 
 def build_run(config: RunConfig, data: SpikeData):

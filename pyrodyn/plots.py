@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_loss", "plot_latents", "plot_rates"]
+__all__ = ["plot_loss", "plot_latents", "plot_rates", "plot_area_graph", "plot_communication"]
 
 
 def plot_loss(losses, valid=()):
@@ -70,5 +70,49 @@ def plot_rates(time, rates, spikes, true_rates=None, *, trial: int = 0, neurons=
         ax.set_ylabel(f"neuron {n}")
     axes[0, 0].legend(loc="upper right", fontsize=7)
     axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_area_graph(summary, *, true=None):
+    """Areas on a circle, an arrow per channel ``B -> A`` with width and label from its
+    strength [interval] (``analysis.communication_summary``); ``true`` strengths in brackets."""
+    areas = list(dict.fromkeys([c.source for c in summary.values()] +
+                               [c.target for c in summary.values()]))
+    angle = np.pi / 2 - 2 * np.pi * np.arange(len(areas)) / len(areas)
+    where = {a: np.array([np.cos(t), np.sin(t)]) for a, t in zip(areas, angle)}
+    top = max(c.strength for c in summary.values()) or 1.0
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for c in summary.values():
+        start, end = where[c.source], where[c.target]
+        normal = np.array([-(end - start)[1], (end - start)[0]]) * 0.08  # keep A->B, B->A apart
+        start, end = start + normal + 0.18 * (end - start), end + normal - 0.18 * (end - start)
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(
+            arrowstyle="-|>", lw=0.5 + 6 * c.strength / top, color="C3", alpha=0.8,
+            mutation_scale=12))
+        label = f"{c.strength:.3f}\n[{c.interval[0]:.3f}, {c.interval[1]:.3f}]"
+        if true is not None:
+            label += f"\n(true {true.get(c.name, 0.0):.3f})"
+        mid = (start + end) / 2 + normal * 1.5
+        ax.text(*mid, label, fontsize=7, ha="center", va="center")
+    for area, xy in where.items():
+        ax.add_patch(plt.Circle(xy, 0.16, color="C0", alpha=0.85))
+        ax.text(*xy, area, color="white", ha="center", va="center", fontsize=12)
+    ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), aspect="equal",
+           title="communication strength (per bin)")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_communication(time, summary):
+    """Every channel's strength per bin: posterior median with its interval band."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for c in summary.values():
+        median, lower, upper = c.time_course
+        line, = ax.plot(time, median, lw=1.2, label=c.name)
+        ax.fill_between(time, lower, upper, color=line.get_color(), alpha=0.25)
+    ax.set(xlabel="time (s)", ylabel="strength per bin")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

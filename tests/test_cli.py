@@ -72,3 +72,36 @@ def test_fit_errors_are_one_line(tmp_path, capsys):
     assert "unknown option(s) hiden" in err and err.count("\n") == 1
     assert main(["evaluate", str(tmp_path), str(data_path)]) == 1
     assert "holds no config.yaml" in capsys.readouterr().err
+
+
+def test_multi_area_fit_posterior_evaluate(tmp_path, capsys):
+    import json
+
+    import arviz as az
+
+    data_path = tmp_path / "two.npz"
+    assert main(["simulate", "two_area", "--out", str(data_path), "--n-trials", "16",
+                 "--n-bins", "12", "--n-neurons", "4"]) == 0
+    run = tmp_path / "run"
+    code = main(["fit", str(data_path), "--out", str(run), "--model", "multi-area",
+                 "--latent-dim", "2", "--steps", "4", "--set", "batch_size=8",
+                 "--set", "hidden=16", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "channel B<-A: strength" in printed and "channel A<-B: strength" in printed
+    channels = json.loads((run / "communication.json").read_text())
+    assert set(channels) == {"A<-B", "B<-A"}
+    assert (run / "communication.png").is_file()
+    out = tmp_path / "post.nc"
+    assert main(["posterior", str(run), str(data_path), "--out", str(out),
+                 "--num-samples", "3"]) == 0
+    idata = az.from_netcdf(str(out))
+    assert idata.posterior["comm.B<-A"].shape == (1, 3, 3, 12, 2)  # 3 test trials
+    assert idata.posterior["latents"].shape[-1] == 4
+    assert main(["evaluate", str(run), str(data_path)]) == 0
+    # A data file without area labels gets a one-line error, not a traceback.
+    lorenz = tmp_path / "lorenz.npz"
+    main(["simulate", "lorenz", "--out", str(lorenz), "--n-trials", "6", "--n-bins", "5"])
+    capsys.readouterr()
+    assert main(["fit", str(lorenz), "--out", str(tmp_path / "r"), "--model", "multi-area"]) == 1
+    assert "no area labels" in capsys.readouterr().err

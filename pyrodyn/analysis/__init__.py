@@ -4,6 +4,12 @@ Example:
     >>> from pyrodyn.analysis import bits_per_spike, rate_r2, state_r2
 """
 
+from .communication import (
+    ChannelSummary,
+    channel_strengths,
+    communication_summary,
+    true_communication_strengths,
+)
 from .fixed_points import FixedPoints, attractor_shape, find_fixed_points
 from .metrics import (
     FixedPointMatch,
@@ -36,4 +42,8 @@ __all__ = [
     "find_fixed_points",
     "FixedPoints",
     "attractor_shape",
+    "communication_summary",
+    "ChannelSummary",
+    "channel_strengths",
+    "true_communication_strengths",
 ]

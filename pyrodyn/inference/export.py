@@ -41,8 +41,8 @@ def _dims_of(name: str, value: np.ndarray) -> list[str]:
     if base in _DIMS and area:
         dims = list(_DIMS[base])
         return [f"{d}_{area}" if d in ("latent", "neuron", "input") else d for d in dims]
-    if base == "comm":  # "comm.B<-A": (trial, time, target latent)
-        return ["trial", "time", f"comm_dim_{area.replace('<-', '_from_')}"]
+    if base == "comm":  # "comm.B<-A" is a velocity of B: (trial, time, B's latent)
+        return ["trial", "time", f"latent_{area.partition('<-')[0]}"]
     return ["trial"] + [f"{name}_dim_{i}" for i in range(value.ndim - 2)]
 
 
@@ -60,6 +60,11 @@ def to_inference_data(posterior: Posterior, *, elbo: str | None = None,
     coords = {"trial": data.trial_ids, "time": data.time, "neuron": data.neuron_ids}
     if sites.Z0 in draws:
         coords["latent"] = np.arange(draws[sites.Z0].shape[-1])
+    else:  # multi-area: "latents" concatenates the areas' states, labelled "A0", "A1", "B0", ...
+        per_area = [(name.partition(".")[2], value.shape[-1]) for name, value in draws.items()
+                    if name.startswith(f"{sites.Z0}.")]
+        if per_area:
+            coords["latent"] = [f"{area}{i}" for area, dim in per_area for i in range(dim)]
     if data.neuron_area is not None:
         coords["area"] = ("neuron", data.neuron_area)
     attrs = dict(posterior.attrs)

@@ -65,7 +65,11 @@ class SpikeEncoder(nn.Module):
 
 
 class AmortizedGuide(PyroModule):
-    """Base class of the encoder guides; subclasses choose the z0 distribution.
+    """Base class of the encoder guides; subclasses choose each z0 site's distribution.
+
+    The latent sites come from the model (``model.z0_sites``, ``model.input_sites``): "z0" for
+    a ``LatentODEModel``, "z0.A", "z0.B", ... for a ``MultiAreaModel``; one encoder over all
+    neurons conditions them all.
 
     Args:
         model: the model whose latent sites this guide covers (its sizes are read from it).
@@ -77,8 +81,9 @@ class AmortizedGuide(PyroModule):
     def __init__(self, model: nn.Module, *, hidden: int = 64, dropout: float = 0.05,
                  init_scale: float = 0.1) -> None:
         super().__init__()
-        self.latent_dim = model.latent_dim
-        self.inferred_input_dim = getattr(model, "inferred_input_dim", 0)
+        self.z0_sites = dict(getattr(model, "z0_sites", {sites.Z0: model.latent_dim}))
+        self.input_sites = dict(getattr(model, "input_sites", {}))
+        self.latent_dim = sum(self.z0_sites.values())
         self.external_input_dim = getattr(model, "external_input_dim", 0)
         self.encoder = SpikeEncoder(model.n_neurons + self.external_input_dim, hidden,
                                     dropout=dropout)
@@ -86,12 +91,13 @@ class AmortizedGuide(PyroModule):
         self.z0_head = nn.Linear(2 * hidden, 2 * self.latent_dim)
         with torch.no_grad():
             self.z0_head.bias[self.latent_dim:] = raw_scale
-        if self.inferred_input_dim:
-            self.input_head = nn.Linear(2 * hidden, 2 * self.inferred_input_dim)
+        if self.input_sites:
+            n_inputs = sum(self.input_sites.values())
+            self.input_head = nn.Linear(2 * hidden, 2 * n_inputs)
             with torch.no_grad():
                 self.input_head.weight.mul_(0.1)
                 self.input_head.bias.zero_()
-                self.input_head.bias[self.inferred_input_dim:] = raw_scale
+                self.input_head.bias[n_inputs:] = raw_scale
 
     def encode(self, spikes, mask, encoder_mask, inputs):
         """Runs the encoder once per call on what the guide may see."""
@@ -101,7 +107,15 @@ class AmortizedGuide(PyroModule):
             x = torch.cat([x, inputs], dim=-1)
         return self.encoder(x)
 
-    def z0_distribution(self, summary: torch.Tensor) -> dist.TorchDistribution:
+    def _split(self, params: torch.Tensor, dims: dict[str, int]):
+        """(name, loc, scale) per site from a head's output (locs first, then raw scales)."""
+        loc, raw = params.split(sum(dims.values()), -1)
+        sizes = list(dims.values())
+        return zip(dims, loc.split(sizes, -1), (softplus(raw) + 1e-4).split(sizes, -1))
+
+    def site_distribution(self, index: int, loc: torch.Tensor, scale: torch.Tensor,
+                          summary: torch.Tensor) -> dist.TorchDistribution:
+        """q of the ``index``-th z0 site given its encoder loc and scale."""
         raise NotImplementedError
 
     def forward(
@@ -123,45 +137,47 @@ class AmortizedGuide(PyroModule):
         out = {}
         with pyro.plate(sites.TRIAL_PLATE, num_trials, subsample=trial_index, dim=-1):
             with poutine.scale(scale=kl_scale):
-                out[sites.Z0] = pyro.sample(sites.Z0, self.z0_distribution(summary))
-                if self.inferred_input_dim:
-                    loc, raw = self.input_head(sequence).split(self.inferred_input_dim, -1)
-                    out[sites.INPUTS] = pyro.sample(
-                        sites.INPUTS, dist.Normal(loc, softplus(raw) + 1e-4).to_event(2))
+                for i, (name, loc, scale) in enumerate(
+                        self._split(self.z0_head(summary), self.z0_sites)):
+                    out[name] = pyro.sample(name, self.site_distribution(i, loc, scale, summary))
+                if self.input_sites:
+                    for name, loc, scale in self._split(self.input_head(sequence),
+                                                        self.input_sites):
+                        out[name] = pyro.sample(name, dist.Normal(loc, scale).to_event(2))
         return out
 
 
 class AmortizedNormalGuide(AmortizedGuide):
     """q(z0 | spikes) = Normal(loc(x), scale(x)), diagonal."""
 
-    def z0_distribution(self, summary):
-        loc, raw = self.z0_head(summary).split(self.latent_dim, -1)
-        return dist.Normal(loc, softplus(raw) + 1e-4).to_event(1)
+    def site_distribution(self, index, loc, scale, summary):
+        return dist.Normal(loc, scale).to_event(1)
 
 
 class AmortizedFlowGuide(AmortizedGuide):
     """q(z0 | spikes): a Normal from the encoder pushed through ``flows`` conditional affine
     autoregressive transforms, each conditioned on the encoder summary (non-Gaussian,
-    correlated posteriors)."""
+    correlated posteriors; one stack of flows per z0 site)."""
 
     def __init__(self, model: nn.Module, *, flows: int = 2, flow_hidden: int = 32,
                  **options) -> None:
         super().__init__(model, **options)
         context = self.z0_head.in_features
-        self.flows = nn.ModuleList([
-            T.conditional_affine_autoregressive(self.latent_dim, context,
+        self.flows = nn.ModuleList([nn.ModuleList([
+            T.conditional_affine_autoregressive(dim, context,
                                                 hidden_dims=[flow_hidden, flow_hidden])
-            for _ in range(flows)])
-        for flow in self.flows:  # start at the identity so training begins at the Normal guide
-            last = flow.nn.layers[-1]
-            with torch.no_grad():
-                last.weight.mul_(0.01)
-                last.bias.zero_()
+            for _ in range(flows)]) for dim in self.z0_sites.values()])
+        for stack in self.flows:  # start at the identity so training begins at the Normal guide
+            for flow in stack:
+                last = flow.nn.layers[-1]
+                with torch.no_grad():
+                    last.weight.mul_(0.01)
+                    last.bias.zero_()
 
-    def z0_distribution(self, summary):
-        loc, raw = self.z0_head(summary).split(self.latent_dim, -1)
-        base = dist.Normal(loc, softplus(raw) + 1e-4).to_event(1)
-        return dist.TransformedDistribution(base, [f.condition(summary) for f in self.flows])
+    def site_distribution(self, index, loc, scale, summary):
+        base = dist.Normal(loc, scale).to_event(1)
+        return dist.TransformedDistribution(base,
+                                            [f.condition(summary) for f in self.flows[index]])
 
 
 class MAPGuide(AmortizedGuide):
@@ -170,8 +186,7 @@ class MAPGuide(AmortizedGuide):
     The z0 prior still enters the objective as a penalty; the ELBO is a MAP objective.
     """
 
-    def z0_distribution(self, summary):
-        loc, _ = self.z0_head(summary).split(self.latent_dim, -1)
+    def site_distribution(self, index, loc, scale, summary):
         return dist.Delta(loc).to_event(1)
 
 

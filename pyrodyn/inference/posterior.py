@@ -74,6 +74,18 @@ def _deterministic_names(trace) -> list[str]:
     return keep
 
 
+def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior-predictive spikes (trial, time, neuron) and per-trial log-likelihoods of the
+    observed spikes, summed over the model's observation sites (one per area)."""
+    predicted = torch.empty_like(spikes)
+    log_likelihood = spikes.new_zeros(spikes.shape[0])
+    for name, neurons in observed.items():
+        likelihood = trace.nodes[name]["fn"]
+        predicted[..., neurons] = likelihood.sample()
+        log_likelihood = log_likelihood + likelihood.log_prob(spikes[..., neurons])
+    return predicted, log_likelihood
+
+
 @torch.no_grad()
 def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
               batch_size: int = 256, device: str | torch.device = "cpu",
@@ -93,6 +105,7 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
             raise ValueError(
                 f"data: a per-trial guide describes only the trials it was fitted on, not "
                 f"these {data.n_trials}; use an amortized guide for new trials")
+    observed = getattr(model, "observed_sites", {sites.SPIKES: slice(None)})
     model.eval()
     guide.eval()
     devices = [] if torch.device(device).type == "cpu" else [torch.device(device)]
@@ -109,10 +122,9 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
                 guide_trace = poutine.trace(guide).get_trace(**kwargs)
                 trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
                     **kwargs)
-                likelihood = trace.nodes[sites.SPIKES]["fn"]
                 values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)}
-                values[sites.SPIKES] = likelihood.sample()
-                values["log_likelihood"] = likelihood.log_prob(batch.spikes)
+                values[sites.SPIKES], values["log_likelihood"] = _predict(
+                    trace, observed, batch.spikes)
                 for name, value in values.items():
                     draws.setdefault(name, []).append(value)
             for name, values in draws.items():
@@ -122,6 +134,9 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
 
     attrs = {"model": type(model).__name__, "guide": type(guide).__name__,
              "pyrodyn_version": __version__, "num_samples": num_samples}
+    solver = getattr(model, "solver", None)
+    if solver is not None:  # model time per bin: puts communication strengths per bin
+        attrs["step_size"] = solver.step_size
     return Posterior(stacked, data, attrs)
 
 

@@ -309,9 +309,10 @@ class _Run:
         guide.train()
         self.null_rates = mean_rates(train.spikes, mask=train.observed_mask())
         pyro.set_rng_seed(self.o.seed)
-        readout = getattr(model, "readout", None)
-        if init_from_data and not resuming and hasattr(readout, "init_bias"):
-            readout.init_bias(torch.as_tensor(self.null_rates, dtype=torch.float32))
+        # Multi-area models start every area's readout; single-area ones their one readout.
+        starts = model if hasattr(model, "init_bias") else getattr(model, "readout", None)
+        if init_from_data and not resuming and hasattr(starts, "init_bias"):
+            starts.init_bias(torch.as_tensor(self.null_rates, dtype=torch.float32))
         # Lazily created parameters (AutoGuides) exist only after a first call.
         with _forked_rng(self.o.device), pyro.validation_enabled(False):
             with poutine.trace(param_only=True) as capture:

@@ -6,6 +6,7 @@ Example:
 """
 
 from . import sites
+from .communication import CHANNELS, Channel, CoupledField, LowRankChannel, MLPChannel
 from .dynamics import (
     FIELDS,
     GRUTransition,
@@ -24,12 +25,14 @@ from .likelihoods import (
     PoissonLikelihood,
     build_likelihood,
 )
+from .multi_area import MultiAreaModel
 from .priors import AR1Prior
 from .readouts import READOUTS, AffineReadout, FlowReadout, MLPReadout, Readout, build_readout
 from .solver import ODESolver
 
 __all__ = [
-    "LatentODEModel",
+    "LatentODEModel", "MultiAreaModel",
+    "Channel", "LowRankChannel", "MLPChannel", "CHANNELS", "CoupledField",
     "VectorField", "MLPField", "LinearField", "LowRankRNNField", "GRUTransition", "FIELDS",
     "build_field",
     "Readout", "AffineReadout", "MLPReadout", "FlowReadout", "READOUTS", "build_readout",

@@ -34,7 +34,7 @@ from .priors import AR1Prior, InitialStatePrior
 from .readouts import Readout, build_readout
 from .solver import ODESolver
 
-__all__ = ["LatentODEModel", "trial_plate_size"]
+__all__ = ["LatentODEModel", "trial_plate_size", "check_call"]
 
 
 def trial_plate_size(batch: int | None, trial_index: torch.Tensor | None,
@@ -53,6 +53,34 @@ def trial_plate_size(batch: int | None, trial_index: torch.Tensor | None,
         raise ValueError(
             f"trial_index: a batch of {batch} of {num_trials} trials needs the trials' indices")
     return batch
+
+
+def check_call(spikes: torch.Tensor | None, inputs: torch.Tensor | None, n_bins: int | None,
+               n_neurons: int, external_input_dim: int) -> tuple[int | None, int]:
+    """Validates what a model call receives; returns (batch size or None, bins)."""
+    if spikes is not None:
+        if spikes.dim() != 3 or spikes.shape[-1] != n_neurons:
+            raise ValueError(
+                f"spikes: expected (trial, time, {n_neurons}) for this model, got "
+                f"{tuple(spikes.shape)}")
+        batch, n_bins = spikes.shape[0], spikes.shape[1]
+    else:
+        batch = None
+    if external_input_dim:
+        if inputs is None:
+            raise ValueError(
+                f"inputs: the model takes {external_input_dim} external input channels "
+                "but none were given")
+        if inputs.shape[-1] != external_input_dim or (
+                n_bins is not None and inputs.shape[-2] != n_bins):
+            raise ValueError(
+                f"inputs: expected (trial, {n_bins}, {external_input_dim}), got "
+                f"{tuple(inputs.shape)}")
+        batch = inputs.shape[0] if batch is None else batch
+        n_bins = inputs.shape[-2] if n_bins is None else n_bins
+    if n_bins is None:
+        raise ValueError("n_bins: needed when no spikes are given")
+    return batch, n_bins
 
 
 class LatentODEModel(PyroModule):
@@ -132,29 +160,22 @@ class LatentODEModel(PyroModule):
 
     def check_args(self, spikes, inputs, n_bins):
         """Validates the data a call receives; returns (batch size, bins)."""
-        if spikes is not None:
-            if spikes.dim() != 3 or spikes.shape[-1] != self.n_neurons:
-                raise ValueError(
-                    f"spikes: expected (trial, time, {self.n_neurons}) for this model, got "
-                    f"{tuple(spikes.shape)}")
-            batch, n_bins = spikes.shape[0], spikes.shape[1]
-        else:
-            batch = None
-        if self.external_input_dim:
-            if inputs is None:
-                raise ValueError(
-                    f"inputs: the model takes {self.external_input_dim} external input channels "
-                    "but none were given")
-            if inputs.shape[-1] != self.external_input_dim or (
-                    n_bins is not None and inputs.shape[-2] != n_bins):
-                raise ValueError(
-                    f"inputs: expected (trial, {n_bins}, {self.external_input_dim}), got "
-                    f"{tuple(inputs.shape)}")
-            batch = inputs.shape[0] if batch is None else batch
-            n_bins = inputs.shape[-2] if n_bins is None else n_bins
-        if n_bins is None:
-            raise ValueError("n_bins: needed when no spikes are given")
-        return batch, n_bins
+        return check_call(spikes, inputs, n_bins, self.n_neurons, self.external_input_dim)
+
+    @property
+    def z0_sites(self) -> dict[str, int]:
+        """Initial-state sites and their dimensions (what a guide must sample)."""
+        return {sites.Z0: self.latent_dim}
+
+    @property
+    def input_sites(self) -> dict[str, int]:
+        """Inferred-input sites and their channels (what a guide must sample)."""
+        return {sites.INPUTS: self.inferred_input_dim} if self.inferred_input_dim else {}
+
+    @property
+    def observed_sites(self) -> dict[str, slice]:
+        """Observation sites and the neurons (columns of ``spikes``) each one scores."""
+        return {sites.SPIKES: slice(None)}
 
     # ----------------------------------------------------------------- model
     def forward(

@@ -1,0 +1,93 @@
+"""Communication strengths, their summary from a multi-area posterior, export and plots."""
+
+import arviz as az
+import numpy as np
+import pyro
+import pytest
+import xarray as xr
+
+from pyrodyn import plots
+from pyrodyn.analysis import (
+    channel_strengths,
+    communication_summary,
+    true_communication_strengths,
+)
+from pyrodyn.data import synthetic
+from pyrodyn.inference import build_guide, posterior
+from pyrodyn.models import MultiAreaModel
+
+
+def test_strength_ignores_rescaled_latents_and_counts_per_bin():
+    rng = np.random.default_rng(0)
+    signal, latents = rng.normal(size=(2, 5, 20, 2))
+    base = channel_strengths(signal, latents)
+    # Rescaling the target's latent space rescales its velocity and so the channel's signal.
+    assert np.isclose(channel_strengths(3 * signal, 3 * latents + 1), base)
+    assert np.isclose(channel_strengths(signal, latents, bin_time=0.5), base / 2)
+    direct = np.sqrt((signal ** 2).mean()) / np.sqrt(((latents - latents.mean((0, 1))) ** 2)
+                                                     .mean())
+    assert np.isclose(base, direct)
+    per_bin = channel_strengths(signal[None], latents[None], per_bin=True)
+    assert per_bin.shape == (1, 20)
+
+
+def test_true_strengths_know_which_channels_exist():
+    chain = synthetic.three_area_chain(n_trials=5, n_bins=40, n_neurons=6, seed=0)
+    strengths = true_communication_strengths(chain)
+    assert set(strengths) == {"A<-B", "A<-C", "B<-A", "B<-C", "C<-A", "C<-B"}
+    assert strengths["B<-A"] > 0.005 and strengths["C<-B"] > 0.005
+    assert all(strengths[k] == 0.0 for k in ("A<-B", "A<-C", "B<-C", "C<-A"))
+    with pytest.raises(ValueError, match="per-area latents"):
+        true_communication_strengths(synthetic.lorenz(n_trials=2, n_bins=5, n_neurons=3))
+
+
+@pytest.fixture(scope="module")
+def multi_area_posterior():
+    pyro.set_rng_seed(0)
+    data = synthetic.two_area(n_trials=6, n_bins=15, n_neurons=5, seed=0)
+    model = MultiAreaModel.from_data(data, 2, hidden=16)
+    guide = build_guide("normal", model, hidden=8)
+    return posterior(model, guide, data, num_samples=7, batch_size=4)
+
+
+def test_summary_has_intervals_and_time_courses(multi_area_posterior):
+    summary = communication_summary(multi_area_posterior, level=0.8)
+    assert set(summary) == {"A<-B", "B<-A"}
+    for channel in summary.values():
+        assert channel.draws.shape == (7,)
+        assert channel.interval[0] <= channel.strength <= channel.interval[1]
+        assert channel.time_course.shape == (3, 15)
+        assert (channel.time_course[1] <= channel.time_course[0] + 1e-12).all()
+    # The posterior knows the model's time per bin and scales by it.
+    unscaled = communication_summary(multi_area_posterior, bin_time=1.0)
+    step = multi_area_posterior.attrs["step_size"]
+    assert np.isclose(summary["B<-A"].strength, unscaled["B<-A"].strength * step)
+    with pytest.raises(ValueError, match="no communication sites"):
+        communication_summary({"latents": np.zeros((2, 3, 4, 2))})
+
+
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter")
+def test_multi_area_inference_data_round_trips(multi_area_posterior, tmp_path):
+    post = multi_area_posterior
+    assert post.draws["spikes"].shape == (7, 6, 15, 10)
+    assert post.draws["log_likelihood"].shape == (7, 6)
+    idata = post.to_inference_data(elbo="Trace_ELBO")
+    posterior_vars = set(idata.posterior.data_vars)
+    assert {"z0.A", "z0.B", "latents.A", "latents.B", "comm.A<-B", "comm.B<-A", "latents",
+            "rates"} <= posterior_vars
+    assert idata.posterior["comm.B<-A"].dims == ("chain", "draw", "trial", "time", "latent_B")
+    assert idata.posterior["latents.B"].dims == ("chain", "draw", "trial", "time", "latent_B")
+    assert list(idata.posterior["latents"].latent.values) == ["A0", "A1", "B0", "B1"]
+    assert list(np.unique(idata.posterior_predictive.area.values)) == ["A", "B"]
+    path = tmp_path / "multi.nc"
+    idata.to_netcdf(path)
+    back = az.from_netcdf(path)
+    xr.testing.assert_equal(back.posterior, idata.posterior)
+    assert np.isfinite(az.loo(idata).elpd_loo)
+
+
+def test_plots_draw(multi_area_posterior, tmp_path):
+    summary = communication_summary(multi_area_posterior)
+    plots.plot_area_graph(summary, true={"B<-A": 0.03}).savefig(tmp_path / "graph.png")
+    plots.plot_communication(np.arange(15) * 0.01, summary).savefig(tmp_path / "course.png")
+    assert (tmp_path / "graph.png").stat().st_size > 1000
