@@ -34,8 +34,10 @@ CONFIG = RunConfig(latent_dim=2, hidden=64, steps=1500, kl_warmup=500, curriculu
 
 
 def area_state_r2(data_train, data_test, latents_train, latents_test, area_columns) -> dict:
-    """State R2 true -> inferred per area: area A's true latents against ``area_columns[A]``
-    of the inferred latents (the area's own latents, or all of a pooled model's)."""
+    """State R2 per area, [true -> inferred, inferred -> true]: area A's true latents against
+    ``area_columns[A]`` of the inferred latents (the area's own latents in a multi-area model;
+    all latents of a pooled model, where true -> inferred is low by construction because the
+    pooled latents also hold the other areas, so inferred -> true is its fair figure)."""
     truth_area = data_train.truth.latent_area
     out = {}
     for area, columns in area_columns.items():
@@ -45,7 +47,7 @@ def area_state_r2(data_train, data_test, latents_train, latents_test, area_colum
                         train=np.arange(data_train.n_trials),
                         test=np.arange(data_train.n_trials, data_train.n_trials +
                                        data_test.n_trials))
-        out[area] = both.true_to_inferred
+        out[area] = [both.true_to_inferred, both.inferred_to_true]
     return out
 
 
@@ -139,9 +141,9 @@ def main(argv=None) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| system | model | fit s | bps / true | rate R2 | state R2 per area (true->inf) "
-             "| channels: strength [90% interval] (true) |", "|---" * 6 + "|"]
+             "[i->t] | channels: strength [90% interval] (true) |", "|---" * 6 + "|"]
     for r in rows:
-        areas = ", ".join(f"{a} {v:.2f}" for a, v in r["area_state_r2"].items())
+        areas = ", ".join(f"{a} {v[0]:.2f} [{v[1]:.2f}]" for a, v in r["area_state_r2"].items())
         channels = "; ".join(
             f"{k} {c['strength']:.3f} [{c['interval'][0]:.3f}, {c['interval'][1]:.3f}] "
             f"({c['true']:.3f})" for k, c in r.get("channels", {}).items()) or "-"

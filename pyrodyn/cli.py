@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,6 +126,22 @@ def _posterior(args: argparse.Namespace) -> None:
     idata = post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide)
     idata.to_netcdf(args.out)
     print(f"wrote {args.out}: {args.num_samples} draws of {post.data.n_trials} trials")
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    """The attractor-recovery grid: systems x embeddings x methods x seeds."""
+    from .analysis.benchmark import PRESETS, markdown_table, preset_with, run_benchmark, summarize
+
+    preset = preset_with(
+        PRESETS[args.preset], systems=args.systems and tuple(args.systems),
+        embeddings=args.embeddings and tuple(args.embeddings),
+        methods=args.methods and tuple(args.methods),
+        seeds=args.seeds and tuple(range(args.seeds)), time_budget=args.budget)
+    start = time.perf_counter()
+    rows = run_benchmark(preset, out=args.out, workers=args.workers)
+    print(markdown_table(summarize(rows)))
+    print(f"{len(rows)} fits in {time.perf_counter() - start:.0f} s; wrote {args.out}/"
+          "results.csv, summary.md and phase_*.png")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -242,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser("benchmark", help="attractor-recovery benchmark: systems x "
+                                                  "methods -> table (CSV, Markdown) and plots")
+    bench.add_argument("--preset", choices=["tiny", "small", "full"], default="small")
+    bench.add_argument("--out", default="benchmark_out")
+    bench.add_argument("--systems", nargs="+", help="subset of the preset's systems")
+    bench.add_argument("--embeddings", nargs="+", choices=["linear", "nonlinear"])
+    bench.add_argument("--methods", nargs="+", choices=["node_flow", "node_affine", "gru"])
+    bench.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
+    bench.add_argument("--budget", type=float, help="seconds of fitting per cell")
+    bench.add_argument("--workers", type=int, default=1, help="parallel fits (1 thread each)")
+    bench.set_defaults(run=_benchmark)
 
     post = commands.add_parser("posterior", help="posterior draws of a split as ArviZ netCDF")
     post.add_argument("run_dir")

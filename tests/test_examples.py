@@ -16,7 +16,7 @@ def load(name):
 
 
 def test_every_example_is_covered():
-    covered = {"custom_model", "pyro_svi_loop", "arviz_checks", "fixed_points"}
+    covered = {"custom_model", "pyro_svi_loop", "arviz_checks", "fixed_points", "multi_area"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == covered
 
 
@@ -40,3 +40,10 @@ def test_arviz_checks(tmp_path):
 def test_fixed_points():
     found, match = load("fixed_points").main(steps=6, n_trials=20)
     assert match.n_true == 9 and len(found.stability) == len(found.points)
+
+
+def test_multi_area(tmp_path):
+    summary, truth = load("multi_area").main(steps=4, n_trials=20, out=str(tmp_path / "g.png"))
+    assert set(summary) == set(truth) == {"A<-B", "B<-A"}
+    assert truth["B<-A"] > 0 and truth["A<-B"] == 0
+    assert (tmp_path / "g.png").is_file()

@@ -85,14 +85,15 @@ class SpikeBatch:
     """Tensors of a group of trials, ready for a model (spikes as float32)."""
 
     spikes: torch.Tensor
-    mask: torch.Tensor | None
+    mask: torch.Tensor | None          # entries the likelihood scores (None: all)
     inputs: torch.Tensor | None
     trial_index: torch.Tensor
+    encoder_mask: torch.Tensor | None = None  # entries an encoder may see (None: ``mask``)
 
     def to(self, device: str | torch.device) -> SpikeBatch:
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         return SpikeBatch(move(self.spikes), move(self.mask), move(self.inputs),
-                          move(self.trial_index))
+                          move(self.trial_index), move(self.encoder_mask))
 
 
 def _as_str_array(values: Sequence | np.ndarray) -> np.ndarray:
@@ -411,16 +412,25 @@ class SpikeData:
     ) -> SpikeBatch:
         """Tensors of the given trials (all by default) on ``device``.
 
-        The mask is None when every entry is observed, so models can skip masking.
+        ``mask`` marks every observed entry, held-out neurons included: they are fit on the
+        trials that show them, like any neuron. ``encoder_mask`` hides the held-out neurons
+        from an encoder (unless ``include_heldout``), so their rates are predicted from the
+        held-in neurons alone (co-smoothing). Either is None when it would be all True.
         """
         index = np.arange(self.n_trials) if trials is None else np.asarray(trials)
-        mask = self.observed_mask(index, include_heldout=include_heldout)
+        observed = self.observed_mask(index, include_heldout=True)
+        visible = observed if include_heldout else self.observed_mask(index)
+
+        def tensor(mask):
+            return None if mask.all() else torch.as_tensor(mask, device=device)
+
         return SpikeBatch(
             spikes=torch.as_tensor(self.spikes[index], dtype=torch.float32, device=device),
-            mask=None if mask.all() else torch.as_tensor(mask, device=device),
+            mask=tensor(observed),
             inputs=None if self.inputs is None else torch.as_tensor(
                 self.inputs[index], dtype=torch.float32, device=device),
             trial_index=torch.as_tensor(index, dtype=torch.long, device=device),
+            encoder_mask=None if visible is observed else tensor(visible),
         )
 
     def batches(

@@ -27,7 +27,7 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
       maps fit on the training trials' posterior means, scored on ``test``.
     """
     latents, rates = posterior_means(model, guide, test, num_samples=num_samples, device=device)
-    null = mean_rates(train.spikes, mask=train.observed_mask())
+    null = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
     heldin = test.heldin_neurons
     scores = {"bits_per_spike": bits_per_spike(
         rates[..., heldin], test.spikes[..., heldin], null_rates=null[heldin],

@@ -93,8 +93,9 @@ def make_elbo(elbo: str | ELBO = "trace", *, num_particles: int = 1) -> ELBO:
 
 def model_args(batch: SpikeBatch, num_trials: int, **extra: Any) -> dict[str, Any]:
     """The keyword arguments every pyrodyn model and guide take, for one batch."""
-    return dict(spikes=batch.spikes, mask=batch.mask, inputs=batch.inputs,
-                trial_index=batch.trial_index, num_trials=num_trials, **extra)
+    return dict(spikes=batch.spikes, mask=batch.mask, encoder_mask=batch.encoder_mask,
+                inputs=batch.inputs, trial_index=batch.trial_index, num_trials=num_trials,
+                **extra)
 
 
 def _parameters(model: nn.Module, guide: nn.Module, trace) -> list[torch.Tensor]:
@@ -307,7 +308,7 @@ class _Run:
         guide.to(self.o.device)
         model.train()
         guide.train()
-        self.null_rates = mean_rates(train.spikes, mask=train.observed_mask())
+        self.null_rates = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
         pyro.set_rng_seed(self.o.seed)
         # Multi-area models start every area's readout; single-area ones their one readout.
         starts = model if hasattr(model, "init_bias") else getattr(model, "readout", None)
@@ -348,8 +349,10 @@ class _Run:
         if o.coordinated_dropout:
             observed = (torch.ones_like(batch.spikes, dtype=torch.bool) if batch.mask is None
                         else batch.mask)
-            keep = torch.rand_like(batch.spikes) >= o.coordinated_dropout
-            kwargs.update(encoder_mask=observed & keep, mask=observed & ~keep)
+            visible = observed if batch.encoder_mask is None else batch.encoder_mask
+            shown = visible & (torch.rand_like(batch.spikes) >= o.coordinated_dropout)
+            # Score only what the encoder did not see (held-out neurons always).
+            kwargs.update(encoder_mask=shown, mask=observed & ~shown)
         return kwargs
 
     def loss(self, step: int) -> torch.Tensor:

@@ -63,8 +63,14 @@ def test_batches_cover_every_trial_once_on_device(data):
         assert torch.equal(batch.spikes, torch.as_tensor(data.spikes[index], dtype=torch.float32))
         seen += index.tolist()
     assert sorted(seen) == list(range(data.n_trials))
-    held = data.with_heldout_neurons(2).to_batch()
-    assert held.mask is not None and held.mask.dtype == torch.bool
+    # Held-out neurons are scored (fit on the trials that show them) but hidden from encoders.
+    heldout = data.with_heldout_neurons(2, seed=0)
+    held = heldout.to_batch()
+    assert held.mask is None
+    assert held.encoder_mask.dtype == torch.bool
+    assert not held.encoder_mask[..., heldout.heldout_neurons].any()
+    assert held.encoder_mask[..., heldout.heldin_neurons].all()
+    assert heldout.to_batch(include_heldout=True).encoder_mask is None
 
 
 def test_batch_moves_to_device():
