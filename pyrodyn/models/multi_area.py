@@ -111,7 +111,7 @@ class MultiAreaModel(PyroModule):
         self.areas = [str(a) for a in areas]
         if len(self.areas) < 2:
             raise ValueError(f"areas: a multi-area model needs >= 2 areas, got {self.areas}")
-        self.area_neurons = {a: np.asarray(list(areas[a]), dtype=np.int64) for a in areas}
+        self.area_neurons = {str(a): np.asarray(list(areas[a]), dtype=np.int64) for a in areas}
         self.n_neurons = self._check_neurons()
         dims = _per_area(latent_dim, self.areas, "latent_dim")
         if any(d < 1 for d in dims.values()):
