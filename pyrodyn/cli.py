@@ -146,10 +146,8 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 def _demo(args: argparse.Namespace) -> None:
     """The main job on the embedded default: Lorenz through 30 Poisson neurons."""
-    import numpy as np
-
     from . import plots
-    from .analysis import apply_affine, fit_affine
+    from .analysis import apply_affine, fit_affine, interval_coverage
     from .config import RunConfig
     from .data import synthetic
     from .inference import posterior
@@ -183,8 +181,7 @@ def _demo(args: argparse.Namespace) -> None:
     }
     for name, figure in figures.items():
         figure.savefig(out / name, dpi=110)
-    lower, upper = np.quantile(aligned, [0.05, 0.95], axis=0)
-    inside = ((held.truth.latents >= lower) & (held.truth.latents <= upper)).mean()
+    inside = interval_coverage(aligned, held.truth.latents)
     print(f"true latents inside the 90% posterior interval: {inside:.0%}")
     print(f"wrote {', '.join(sorted(figures))}, posterior.nc, checkpoint.pt, model.pt to {out}")
 

@@ -31,6 +31,7 @@ class RunConfig:
     dynamics: str = "mlp"
     hidden: int = 128
     readout: str = "flow"
+    flow_layers: int = 2          # coupling layers of the flow readout (single-area models)
     likelihood: str = "poisson"
     inferred_input_dim: int = 0
     solver: str = "midpoint"
@@ -102,7 +103,7 @@ MODELS = ("latent_ode", "multi_area")
 def build_model(config: RunConfig, data: SpikeData):
     """The ``LatentODEModel`` (or, with ``model: multi_area``, the ``MultiAreaModel`` over the
     data's areas) a config describes, sized for ``data``."""
-    from .models import LatentODEModel, MultiAreaModel, ODESolver, build_field
+    from .models import LatentODEModel, MultiAreaModel, ODESolver, build_field, build_readout
 
     if config.model not in MODELS:
         raise ValueError(f"model: unknown model {config.model!r} (known: {', '.join(MODELS)})")
@@ -119,7 +120,10 @@ def build_model(config: RunConfig, data: SpikeData):
     return LatentODEModel(
         data.n_neurons, config.latent_dim,
         field=build_field(config.dynamics, config.latent_dim, n_inputs, **options),
-        readout=config.readout, likelihood=config.likelihood,
+        readout=(build_readout("flow", config.latent_dim, data.n_neurons,
+                               layers=config.flow_layers)
+                 if config.readout == "flow" else config.readout),
+        likelihood=config.likelihood,
         external_input_dim=0 if data.inputs is None else data.inputs.shape[-1],
         inferred_input_dim=config.inferred_input_dim, solver=solver)
 

@@ -245,3 +245,20 @@ def match_fixed_points(
         stability_agreement=float(np.mean(agree)) if pairs else float("nan"),
         pairs=tuple(pairs),
     )
+
+
+def interval_coverage(draws: np.ndarray, truth: np.ndarray, *, level: float = 0.9) -> float:
+    """Fraction of the entries of ``truth`` inside the equal-tailed ``level`` posterior interval
+    of ``draws`` (sample, ...): about ``level`` when the posterior is calibrated.
+
+    Example:
+        >>> draws = np.random.default_rng(0).normal(size=(2000, 500))
+        >>> round(interval_coverage(draws, np.zeros(500)), 1)
+        1.0
+    """
+    draws, truth = np.asarray(draws), np.asarray(truth)
+    if draws.shape[1:] != truth.shape:
+        raise ValueError(f"draws, truth: shapes {draws.shape} and {truth.shape} do not match as "
+                         "(sample, ...) and (...)")
+    lower, upper = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return float(((truth >= lower) & (truth <= upper)).mean())

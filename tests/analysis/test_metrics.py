@@ -149,3 +149,15 @@ def test_fit_affine_recovers_a_known_map(rng):
     weight, bias = rng.normal(size=(3, 2)), rng.normal(size=2)
     w, b = fit_affine(x, x @ weight + bias)
     assert np.allclose(w, weight) and np.allclose(b, bias)
+
+
+def test_interval_coverage_counts_entries_inside():
+    from pyrodyn.analysis import interval_coverage
+
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(4000, 3000))
+    truth = rng.normal(size=3000)  # drawn from the same distribution: calibrated
+    assert abs(interval_coverage(draws, truth, level=0.9) - 0.9) < 0.03
+    assert interval_coverage(draws, truth + 10) == 0.0
+    with pytest.raises(ValueError, match="shapes"):
+        interval_coverage(draws, truth[:5])
