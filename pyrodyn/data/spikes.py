@@ -419,7 +419,8 @@ class SpikeData:
         """
         index = np.arange(self.n_trials) if trials is None else np.asarray(trials)
         observed = self.observed_mask(index, include_heldout=True)
-        visible = observed if include_heldout else self.observed_mask(index)
+        hide = self.heldout_neurons.size and not include_heldout
+        visible = self.observed_mask(index) if hide else observed
 
         def tensor(mask):
             return None if mask.all() else torch.as_tensor(mask, device=device)
