@@ -34,6 +34,7 @@ class RunConfig:
     flow_layers: int = 2          # coupling layers of the flow readout (single-area models)
     likelihood: str = "poisson"
     inferred_input_dim: int = 0
+    input_scale: float = 0.1      # scale of the inferred inputs' AR(1) prior
     solver: str = "midpoint"
     step_size: float = 0.1
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
@@ -114,7 +115,7 @@ def build_model(config: RunConfig, data: SpikeData):
             readout=config.readout, likelihood=config.likelihood,
             communication=config.communication, rank=config.comm_rank,
             coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
-            solver=solver)
+            input_scale=config.input_scale, solver=solver)
     n_inputs = (0 if data.inputs is None else data.inputs.shape[-1]) + config.inferred_input_dim
     options = {"hidden": config.hidden} if config.dynamics == "mlp" else {}
     return LatentODEModel(
@@ -125,7 +126,8 @@ def build_model(config: RunConfig, data: SpikeData):
                  if config.readout == "flow" else config.readout),
         likelihood=config.likelihood,
         external_input_dim=0 if data.inputs is None else data.inputs.shape[-1],
-        inferred_input_dim=config.inferred_input_dim, solver=solver)
+        inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
+        solver=solver)
 
 
 def build_run(config: RunConfig, data: SpikeData):
