@@ -20,10 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..models import sites
+from ..models.multi_area import COMM, area_site
+
 __all__ = ["ChannelSummary", "channel_strengths", "communication_summary",
            "true_communication_strengths"]
 
-COMM_PREFIX = "comm."
+COMM_PREFIX = f"{COMM}."
 
 
 @dataclass
@@ -82,7 +85,7 @@ def communication_summary(posterior, *, level: float = 0.9,
             continue
         channel = name[len(COMM_PREFIX):]
         target, _, source = channel.partition("<-")
-        key = f"latents.{target}"
+        key = area_site(sites.LATENTS, target)
         if key not in draws:
             raise ValueError(f"posterior: has {name} but not {key}, its target's latents")
         strengths = channel_strengths(draws[name], draws[key], bin_time=bin_time)

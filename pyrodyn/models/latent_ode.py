@@ -158,10 +158,6 @@ class LatentODEModel(PyroModule):
         return torch.cat([external.expand(shape + external.shape[-1:]),
                           inferred.expand(shape + inferred.shape[-1:])], dim=-1)
 
-    def check_args(self, spikes, inputs, n_bins):
-        """Validates the data a call receives; returns (batch size, bins)."""
-        return check_call(spikes, inputs, n_bins, self.n_neurons, self.external_input_dim)
-
     @property
     def z0_sites(self) -> dict[str, int]:
         """Initial-state sites and their dimensions (what a guide must sample)."""
@@ -202,7 +198,8 @@ class LatentODEModel(PyroModule):
             kl_scale: weight of the latent sites' log-densities (KL warm-up).
             n_bins: number of bins when ``spikes`` is None.
         """
-        batch, n_bins = self.check_args(spikes, inputs, n_bins)
+        batch, n_bins = check_call(spikes, inputs, n_bins, self.n_neurons,
+                                   self.external_input_dim)
         num_trials = trial_plate_size(batch, trial_index, num_trials)
         with pyro.plate(sites.TRIAL_PLATE, num_trials, subsample=trial_index, dim=-1):
             with poutine.scale(scale=kl_scale):
