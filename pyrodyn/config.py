@@ -60,6 +60,8 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     num_threads: int | None = 1
+    # posterior: per-trial refinement steps after the guide (``posterior(refine_steps=...)``)
+    refine_steps: int = 100
 
     @classmethod
     def from_sources(cls, path: str | os.PathLike | None = None,
@@ -78,12 +80,12 @@ class RunConfig:
             if not sep:
                 raise ValueError(f"--set: expected key=value, got {item!r}")
             merged[key.strip()] = yaml.safe_load(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(merged) - known)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(merged) - set(fields))
         if unknown:
             raise ValueError(f"config: unknown option(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(known))})")
-        return cls(**merged)
+                             f"(known: {', '.join(sorted(fields))})")
+        return cls(**{k: _as_number(k, v, fields[k].type) for k, v in merged.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,6 +98,20 @@ class RunConfig:
         options = {name: getattr(self, name) for name in names}
         options["curriculum"] = None if self.curriculum is None else tuple(self.curriculum)
         return options
+
+
+def _as_number(name: str, value: Any, annotation: str) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: numbers become numbers, or a clear error."""
+    kind = {"float": float, "int": int}.get(annotation.replace(" | None", ""))
+    if kind is None or value is None or isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config: {name} must be a number, got {value!r}") from None
+    if kind is int and not number.is_integer():
+        raise ValueError(f"config: {name} must be a whole number, got {value!r}")
+    return kind(number)
 
 
 MODELS = ("latent_ode", "multi_area")

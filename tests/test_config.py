@@ -1,0 +1,25 @@
+import pytest
+
+from pyrodyn.config import RunConfig
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("latent_dim: 4\nreadout: affine\nlr: 5e-3\n")
+    config = RunConfig.from_sources(path, ["readout=flow", "weight_decay=1e-4", "steps=300"])
+    assert (config.latent_dim, config.readout, config.steps) == (4, "flow", 300)
+    # YAML 1.1 reads 5e-3 and 1e-4 (no dot) as strings: they must still be numbers.
+    assert config.lr == 5e-3 and isinstance(config.lr, float)
+    assert config.weight_decay == 1e-4 and isinstance(config.weight_decay, float)
+    assert RunConfig.from_sources(overrides=["time_budget=null"]).time_budget is None
+
+
+@pytest.mark.parametrize("item, message", [
+    ("lr=fast", "lr must be a number"),
+    ("steps=1.5", "steps must be a whole number"),
+    ("colour=red", "unknown option"),
+    ("steps", "expected key=value"),
+])
+def test_bad_options_are_one_clear_error(item, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_sources(overrides=[item])
