@@ -42,11 +42,12 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     result = fit(model, guide, train, valid=valid, progress=False, **config.fit_options())
     wall = time.perf_counter() - start
-    scores = evaluate(model, guide, train, test)
-    affine = fit_affine(posterior(model, guide, train, num_samples=10).mean("latents"),
-                        train.truth.latents)
-    draws = apply_affine(posterior(model, guide, test, num_samples=args.num_samples)
-                         .draws["latents"], affine)
+    refine = config.refine_steps
+    scores = evaluate(model, guide, train, test, refine_steps=refine)
+    affine = fit_affine(posterior(model, guide, train, num_samples=10, refine_steps=refine)
+                        .mean("latents"), train.truth.latents)
+    draws = apply_affine(posterior(model, guide, test, num_samples=args.num_samples,
+                                   refine_steps=refine).draws["latents"], affine)
     row = dict(overrides=args.set, steps=result.steps, fit_seconds=round(wall, 1),
                coverage_90=interval_coverage(draws, test.truth.latents),
                mean_interval_width=float(np.mean(np.diff(

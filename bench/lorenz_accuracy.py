@@ -43,7 +43,8 @@ def run(*, embedding: str, readout: str, guide: str, steps: int, budget: float, 
     result = fit(model, posterior, train, valid=valid, steps=steps, time_budget=budget,
                  seed=seed, progress=False, **options)
     wall = time.perf_counter() - start
-    scores = evaluate(model, posterior, train, test, num_samples=10)
+    scores = evaluate(model, posterior, train, test, num_samples=10,
+                      refine_steps=config.refine_steps)
     return dict(embedding=embedding, readout=readout, guide=guide, seed=seed,
                 steps=result.steps, best_step=result.best_step, fit_seconds=round(wall, 1),
                 bps_ratio=scores["bits_per_spike"] / scores["true_bits_per_spike"],

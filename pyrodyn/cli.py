@@ -78,7 +78,8 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False):
         json.dump({"losses": result.losses, "valid": result.valid, "best_step": result.best_step,
                    "elapsed": result.elapsed, "stop_reason": result.stop_reason}, f)
     scored = splits if amortized else ["train"]
-    metrics = {name: evaluate(model, guide, train, _split_of(data, name)) for name in scored}
+    metrics = {name: evaluate(model, guide, train, _split_of(data, name),
+                              refine_steps=config.refine_steps) for name in scored}
     with open(run_dir / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=1)
     if getattr(model, "channel_names", None):
@@ -122,7 +123,7 @@ def _posterior(args: argparse.Namespace) -> None:
     data = load(args.data)
     config, model, guide = _load_run(Path(args.run_dir), data)
     post = posterior(model, guide, _split_of(data, args.split), num_samples=args.num_samples,
-                     device=config.device)
+                     refine_steps=_refine_steps(args, config), device=config.device)
     idata = post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide)
     idata.to_netcdf(args.out)
     print(f"wrote {args.out}: {args.num_samples} draws of {post.data.n_trials} trials")
@@ -167,10 +168,11 @@ def _demo(args: argparse.Namespace) -> None:
           f"{test['true_bits_per_spike']:.3f} ({ratio:.0%})")
 
     train, held = data.select("train"), data.select("test")
-    post = posterior(model, guide, held, num_samples=args.num_samples)
+    post = posterior(model, guide, held, num_samples=args.num_samples,
+                     refine_steps=config.refine_steps)
     post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide).to_netcdf(
         out / "posterior.nc")
-    train_post = posterior(model, guide, train, num_samples=10)
+    train_post = posterior(model, guide, train, num_samples=10, refine_steps=config.refine_steps)
     affine = fit_affine(train_post.mean("latents"), train.truth.latents)
     aligned = apply_affine(post.draws["latents"], affine)
     figures = {
@@ -190,17 +192,26 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .inference import evaluate
 
     data = load(args.data)
-    _, model, guide = _load_run(Path(args.run_dir), data)
+    config, model, guide = _load_run(Path(args.run_dir), data)
     scores = {args.split: evaluate(model, guide, _split_of(data, "train"),
-                                   _split_of(data, args.split), num_samples=args.num_samples)}
+                                   _split_of(data, args.split), num_samples=args.num_samples,
+                                   refine_steps=_refine_steps(args, config))}
     _print_table(scores)
     print(json.dumps(scores))
+
+
+def _refine_steps(args: argparse.Namespace, config) -> int:
+    return config.refine_steps if args.refine_steps is None else args.refine_steps
 
 
 def _print_table(metrics: dict[str, dict[str, float]]) -> None:
     for split, scores in metrics.items():
         for name, value in scores.items():
             print(f"  {split:>5}  {name:<28} {value: .4f}")
+
+
+REFINE_HELP = ("per-trial posterior refinement steps after the guide (default: the run's "
+               "refine_steps; 0: the guide's posterior as is)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--out", required=True, help="output .nc file")
     post.add_argument("--split", default="test", choices=["train", "valid", "test"])
     post.add_argument("--num-samples", type=int, default=100)
+    post.add_argument("--refine-steps", type=int, help=REFINE_HELP)
     post.set_defaults(run=_posterior)
 
     ev = commands.add_parser("evaluate", help="score a fitted run on a split of a data file")
@@ -282,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("data")
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--num-samples", type=int, default=10)
+    ev.add_argument("--refine-steps", type=int, help=REFINE_HELP)
     ev.set_defaults(run=_evaluate)
     return parser
 

@@ -18,15 +18,18 @@ __all__ = ["evaluate"]
 
 
 def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: int = 10,
-             device: str = "cpu") -> dict[str, float]:
+             refine_steps: int = 0, device: str = "cpu") -> dict[str, float]:
     """Metrics of the posterior-mean rates on ``test`` trials.
 
     - ``bits_per_spike`` on held-in neurons (null: training mean rates); with held-out neurons
       also ``co_bps``; with true rates ``true_bits_per_spike`` (the ceiling) and ``rate_r2``.
     - With true latents: ``state_r2_true_to_inferred`` and ``state_r2_inferred_to_true``, affine
       maps fit on the training trials' posterior means, scored on ``test``.
+
+    ``refine_steps`` refines every trial's posterior first (see ``posterior``).
     """
-    latents, rates = posterior_means(model, guide, test, num_samples=num_samples, device=device)
+    options = dict(num_samples=num_samples, refine_steps=refine_steps, device=device)
+    latents, rates = posterior_means(model, guide, test, **options)
     null = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
     heldin = test.heldin_neurons
     scores = {"bits_per_spike": bits_per_spike(
@@ -42,8 +45,7 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
             mask=test.observed_mask()[..., heldin])
         scores["rate_r2"] = rate_r2(rates, truth.rates)
     if truth is not None and truth.latents is not None and train.truth is not None:
-        train_latents, _ = posterior_means(model, guide, train, num_samples=num_samples,
-                                           device=device)
+        train_latents, _ = posterior_means(model, guide, train, **options)
         both = state_r2(
             np.concatenate([train.truth.latents, truth.latents]),
             np.concatenate([train_latents, latents]),

@@ -25,6 +25,7 @@ from pyro.infer.autoguide import AutoGuide
 
 from ..data.spikes import SpikeData
 from ..models import sites
+from .refine import refine
 from .svi import model_args
 
 __all__ = ["Posterior", "posterior", "posterior_means"]
@@ -89,11 +90,14 @@ def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor,
 @torch.no_grad()
 def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
               batch_size: int = 256, device: str | torch.device = "cpu",
-              include_heldout: bool = False, seed: int | None = 0) -> Posterior:
+              include_heldout: bool = False, refine_steps: int = 0,
+              seed: int | None = 0) -> Posterior:
     """Draws ``num_samples`` posterior samples for every trial of ``data``.
 
     Args:
         include_heldout: let the guide see held-out neurons (default: hidden, as in fitting).
+        refine_steps: fit each trial's posterior for this many steps, starting from the
+            guide's (``pyrodyn.inference.refine``: closes the amortization gap; 0: the guide's).
         seed: seeds the draws (None: use the current random state).
 
     Raises:
@@ -117,9 +121,10 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
             index = np.arange(start, min(start + batch_size, data.n_trials))
             batch = data.to_batch(index, device=device, include_heldout=include_heldout)
             kwargs = model_args(batch, data.n_trials)
+            q = refine(model, guide, kwargs, steps=refine_steps) if refine_steps else guide
             draws: dict[str, list[torch.Tensor]] = {}
             for _ in range(num_samples):
-                guide_trace = poutine.trace(guide).get_trace(**kwargs)
+                guide_trace = poutine.trace(q).get_trace(**kwargs)
                 trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
                     **kwargs)
                 values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)}
@@ -133,7 +138,8 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
     from .. import __version__
 
     attrs = {"model": type(model).__name__, "guide": type(guide).__name__,
-             "pyrodyn_version": __version__, "num_samples": num_samples}
+             "pyrodyn_version": __version__, "num_samples": num_samples,
+             "refine_steps": refine_steps}
     solver = getattr(model, "solver", None)
     if solver is not None:  # model time per bin: puts communication strengths per bin
         attrs["step_size"] = solver.step_size

@@ -1,0 +1,122 @@
+"""Per-trial refinement of an amortized posterior (semi-amortized inference).
+
+An encoder maps a trial's spikes to its posterior in one pass, but one network shared by all
+trials rarely finds each trial's best answer (the amortization gap; Cremer et al. 2018, Kim et
+al. 2018). ``refine`` starts from the guide's posterior for a batch of trials and moves its
+centre to the mode of p(latents | spikes) of each trial, by gradient ascent on the model's joint
+log-density with the model's weights fixed; the guide's spread is kept. The objective is
+deterministic, so a few dozen Adam steps converge. Only what the encoder may see is scored, so
+held-out neurons stay held out.
+
+On the Lorenz benchmark it lifts held-out bits per spike from 93.6% to about 97% of the true
+rates' (README, benchmark (a)).
+
+Example (with a fitted ``model`` and ``guide``)::
+
+    kwargs = model_args(data.to_batch(np.arange(data.n_trials)), data.n_trials)
+    local = refine(model, guide, kwargs, steps=100)   # a guide for exactly these trials
+    trace = pyro.poutine.trace(local).get_trace(**kwargs)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from ..models import sites
+
+__all__ = ["LocalGuide", "refine"]
+
+
+class LocalGuide(nn.Module):
+    """A Normal (or, where ``scale`` is None, a point mass) per trial over each latent site, for
+    one fixed batch of trials; takes the model's arguments like every pyrodyn guide. Only the
+    centres (``locs``) are parameters."""
+
+    def __init__(self, init: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]]) -> None:
+        super().__init__()
+        self.event_dims = {name: event_dim for name, (_, _, event_dim) in init.items()}
+        self.locs = nn.ParameterDict(
+            {name: nn.Parameter(loc.detach().clone()) for name, (loc, _, _) in init.items()})
+        self.scales = {name: scale.detach().clone() for name, (_, scale, _) in init.items()
+                       if scale is not None}
+
+    def forward(self, spikes=None, *, trial_index=None, num_trials=None, **_: Any):
+        batch = next(iter(self.locs.values())).shape[0]
+        with pyro.plate(sites.TRIAL_PLATE, num_trials or batch, subsample=trial_index, dim=-1):
+            for name, loc in self.locs.items():
+                q = (dist.Normal(loc, self.scales[name]) if name in self.scales
+                     else dist.Delta(loc))
+                pyro.sample(name, q.to_event(self.event_dims[name]))
+
+
+def _site_moments(fn, num_samples: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean and standard deviation of a guide site (sampled where not closed-form); None as the
+    deviation of a point mass."""
+    base = fn.base_dist if isinstance(fn, dist.Independent) else fn
+    if isinstance(base, dist.Delta):
+        return base.v, None
+    try:
+        return fn.mean, fn.stddev
+    except NotImplementedError:  # e.g. a flow posterior
+        draws = fn.sample((num_samples,))
+        return draws.mean(0), draws.std(0)
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """Holds a module's weights fixed (no gradients computed for them)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float = 0.05,
+           lr_final: float = 0.1) -> LocalGuide:
+    """A ``LocalGuide`` for the trials in ``kwargs`` (one batch's model arguments): ``guide``'s
+    posterior with each centre moved by ``steps`` Adam steps (learning rate decayed
+    exponentially from ``lr`` to ``lr * lr_final``) up the model's joint log-density.
+
+    Raises:
+        ValueError: ``steps`` < 0.
+    """
+    if steps < 0:
+        raise ValueError(f"refine_steps: must be >= 0, got {steps}")
+    with torch.no_grad():
+        trace = poutine.trace(guide).get_trace(**kwargs)
+    init = {}
+    for name, site in trace.nodes.items():
+        if (site["type"] != "sample" or site["is_observed"] or site_is_subsample(site)
+                or site["infer"].get("is_auxiliary")):
+            continue
+        loc, scale = _site_moments(site["fn"])
+        init[name] = (loc, scale, site["fn"].event_dim)
+    local = LocalGuide(init)
+    # Score only the entries the encoder may see: refining on held-out neurons would leak them.
+    visible = kwargs.get("encoder_mask")
+    scored = dict(kwargs, mask=visible if visible is not None else kwargs.get("mask"),
+                  kl_scale=1.0)
+    optimizer = torch.optim.Adam(local.parameters(), lr=lr)
+    with _frozen(model), torch.enable_grad():
+        for step in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_final ** (step / max(steps - 1, 1))
+            conditioned = poutine.condition(model, data=dict(local.locs.items()))
+            loss = -poutine.trace(conditioned).get_trace(**scored).log_prob_sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return local.eval()

@@ -1,0 +1,93 @@
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from pyrodyn.data import synthetic
+from pyrodyn.inference import build_guide, fit, model_args, posterior
+from pyrodyn.inference.refine import LocalGuide, refine
+from pyrodyn.models import LatentODEModel
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic.lorenz(n_trials=30, n_bins=20, n_neurons=10, seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    pyro.set_rng_seed(0)
+    model = LatentODEModel(10, 3, inferred_input_dim=1)
+    guide = build_guide("normal", model)
+    fit(model, guide, data, steps=60, batch_size=30, progress=False)
+    return model, guide
+
+
+def _log_joint(model, local, kwargs):
+    conditioned = poutine.condition(model, data=dict(local.locs.items()))
+    with torch.no_grad():
+        return poutine.trace(conditioned).get_trace(**kwargs).log_prob_sum().item()
+
+
+def test_refinement_climbs_to_each_trials_posterior_mode(data, fitted):
+    model, guide = fitted
+    kwargs = model_args(data.to_batch(np.arange(data.n_trials)), data.n_trials)
+    start = refine(model, guide, kwargs, steps=0)
+    refined = refine(model, guide, kwargs, steps=80)
+    assert set(refined.locs) == {"z0", "inputs"}
+    assert refined.locs["inputs"].shape == (30, 20, 1)
+    # Starting point: the guide's own posterior (centres and spreads); the spread is kept.
+    trace = poutine.trace(guide).get_trace(**kwargs)
+    assert torch.allclose(start.locs["z0"], trace.nodes["z0"]["fn"].mean, atol=1e-5)
+    assert torch.allclose(refined.scales["z0"], trace.nodes["z0"]["fn"].stddev)
+    before, after = _log_joint(model, start, kwargs), _log_joint(model, refined, kwargs)
+    assert after > before + 10.0, (before, after)
+    # ... and further steps gain little: it has converged.
+    assert _log_joint(model, refine(model, guide, kwargs, steps=300), kwargs) < after + 5.0
+
+
+def test_model_weights_untouched(data, fitted):
+    model, guide = fitted
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kwargs = model_args(data.to_batch(np.arange(5)), data.n_trials)
+    refine(model, guide, kwargs, steps=5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_held_out_neurons_are_not_used(data, fitted):
+    model, guide = fitted
+    held = data.with_heldout_neurons(np.array([0, 1]))
+    batch = held.to_batch(np.arange(6))
+    changed = batch.spikes.clone()
+    changed[..., :2] += 3  # different held-out spikes must not change the refined posterior
+    results = []
+    for spikes in (batch.spikes, changed):
+        kwargs = model_args(batch, held.n_trials)
+        kwargs["spikes"] = spikes
+        pyro.set_rng_seed(0)
+        results.append(refine(model, guide, kwargs, steps=10).locs["z0"])
+    assert torch.equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("name", ["flow", "map"])
+def test_other_guides_start_from_their_posterior(data, name):
+    pyro.set_rng_seed(0)
+    model = LatentODEModel(10, 3)
+    guide = build_guide(name, model)
+    kwargs = model_args(data.to_batch(np.arange(4)), data.n_trials)
+    local = refine(model, guide, kwargs, steps=3)
+    assert isinstance(local, LocalGuide)
+    assert ("z0" in local.scales) == (name != "map")  # a point estimate stays a point
+    assert torch.isfinite(local.locs["z0"]).all()
+
+
+def test_posterior_with_refinement(data, fitted):
+    model, guide = fitted
+    post = posterior(model, guide, data.select(np.arange(6)), num_samples=5, refine_steps=10,
+                     batch_size=4)
+    assert post.draws["latents"].shape == (5, 6, 20, 3)
+    assert post.attrs["refine_steps"] == 10
+    with pytest.raises(ValueError, match="refine_steps"):
+        posterior(model, guide, data.select(np.arange(2)), num_samples=2, refine_steps=-1)
