@@ -33,7 +33,8 @@ def test_lorenz_recovery_does_not_regress():
         valid=0.15, test=0.15, seed=1)
     model, guide = fit_recipe(data, steps=500, budget=100, curriculum=[10, 250],
                               kl_warmup=250)
-    scores = evaluate(model, guide, data.select("train"), data.select("test"))
+    scores = evaluate(model, guide, data.select("train"), data.select("test"),
+                      refine_steps=RunConfig().refine_steps)
     print(scores)
     assert scores["bits_per_spike"] > THRESHOLDS["bps_ratio"] * scores["true_bits_per_spike"]
     assert scores["rate_r2"] > THRESHOLDS["rate_r2"]

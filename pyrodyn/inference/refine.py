@@ -43,19 +43,26 @@ class LocalGuide(nn.Module):
 
     def __init__(self, init: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]]) -> None:
         super().__init__()
-        self.event_dims = {name: event_dim for name, (_, _, event_dim) in init.items()}
-        self.locs = nn.ParameterDict(
-            {name: nn.Parameter(loc.detach().clone()) for name, (loc, _, _) in init.items()})
-        self.scales = {name: scale.detach().clone() for name, (_, scale, _) in init.items()
-                       if scale is not None}
+        # Site names may hold dots ("z0.A"), which parameter names may not: keep them apart.
+        self.names = list(init)
+        self.event_dims = [event_dim for _, _, event_dim in init.values()]
+        self.params = nn.ParameterList(
+            [nn.Parameter(loc.detach().clone()) for loc, _, _ in init.values()])
+        self.scales = [None if scale is None else scale.detach().clone()
+                       for _, scale, _ in init.values()]
+
+    @property
+    def locs(self) -> dict[str, torch.Tensor]:
+        """Site name -> the posterior centre being refined."""
+        return dict(zip(self.names, self.params))
 
     def forward(self, spikes=None, *, trial_index=None, num_trials=None, **_: Any):
-        batch = next(iter(self.locs.values())).shape[0]
+        batch = self.params[0].shape[0]
         with pyro.plate(sites.TRIAL_PLATE, num_trials or batch, subsample=trial_index, dim=-1):
-            for name, loc in self.locs.items():
-                q = (dist.Normal(loc, self.scales[name]) if name in self.scales
-                     else dist.Delta(loc))
-                pyro.sample(name, q.to_event(self.event_dims[name]))
+            for name, loc, scale, event_dim in zip(self.names, self.params, self.scales,
+                                                   self.event_dims):
+                q = dist.Delta(loc) if scale is None else dist.Normal(loc, scale)
+                pyro.sample(name, q.to_event(event_dim))
 
 
 def _site_moments(fn, num_samples: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -114,7 +121,7 @@ def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float 
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_final ** (step / max(steps - 1, 1))
-            conditioned = poutine.condition(model, data=dict(local.locs.items()))
+            conditioned = poutine.condition(model, data=local.locs)
             loss = -poutine.trace(conditioned).get_trace(**scored).log_prob_sum()
             optimizer.zero_grad()
             loss.backward()

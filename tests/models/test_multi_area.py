@@ -182,3 +182,14 @@ def test_from_data_reads_area_labels_and_wrong_spikes_are_refused():
         MultiAreaModel.from_data(SpikeData(np.ones((3, 5, 4))))
     with pytest.raises(ValueError, match="spikes: expected"):
         model(torch.ones(3, 5, 4))
+
+
+def test_refinement_covers_every_area():
+    """Per-area site names hold dots ("z0.A"): posterior refinement must handle them."""
+    from pyrodyn.inference.refine import refine
+
+    model, guide, kwargs = make("two", next(iter(OPTIONS)), "normal")
+    local = refine(model, guide, kwargs, steps=3)
+    assert set(local.locs) == {f"z0.{a}" for a in AREAS["two"]}
+    trace = poutine.trace(local).get_trace(**kwargs)
+    assert trace.nodes["z0.A"]["value"].shape == (B, 2)
