@@ -96,8 +96,9 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
 
     Args:
         include_heldout: let the guide see held-out neurons (default: hidden, as in fitting).
-        refine_steps: fit each trial's posterior for this many steps, starting from the
-            guide's (``pyrodyn.inference.refine``: closes the amortization gap; 0: the guide's).
+        refine_steps: move each trial's posterior centre this many steps toward its mode,
+            keeping the guide's spread (``pyrodyn.inference.refine``: closes the amortization
+            gap; 0: the guide's posterior as is).
         seed: seeds the draws (None: use the current random state).
 
     Raises:

@@ -117,11 +117,11 @@ def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float 
     scored = dict(kwargs, mask=visible if visible is not None else kwargs.get("mask"),
                   kl_scale=1.0)
     optimizer = torch.optim.Adam(local.parameters(), lr=lr)
+    conditioned = poutine.condition(model, data=local.locs)  # the same tensors every step
     with _frozen(model), torch.enable_grad():
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_final ** (step / max(steps - 1, 1))
-            conditioned = poutine.condition(model, data=local.locs)
             loss = -poutine.trace(conditioned).get_trace(**scored).log_prob_sum()
             optimizer.zero_grad()
             loss.backward()
