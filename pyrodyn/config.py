@@ -52,6 +52,7 @@ class RunConfig:
     weight_decay: float = 1e-5
     clip_norm: float = 10.0
     kl_warmup: int = 700
+    readout_warmup: int = 0
     coordinated_dropout: float = 0.0
     curriculum: list[int] | None = field(default_factory=lambda: [10, 700])
     eval_every: int = 100
@@ -93,8 +94,8 @@ class RunConfig:
     def fit_options(self) -> dict[str, Any]:
         """Keyword arguments for ``pyrodyn.inference.fit``."""
         names = ("steps", "batch_size", "lr", "lr_final", "weight_decay", "clip_norm",
-                 "kl_warmup", "coordinated_dropout", "eval_every", "patience", "time_budget",
-                 "seed", "device", "num_threads")
+                 "kl_warmup", "readout_warmup", "coordinated_dropout", "eval_every", "patience",
+                 "time_budget", "seed", "device", "num_threads")
         options = {name: getattr(self, name) for name in names}
         options["curriculum"] = None if self.curriculum is None else tuple(self.curriculum)
         return options

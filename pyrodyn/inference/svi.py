@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from ..analysis.metrics import bits_per_spike, mean_rates
 from ..data.spikes import SpikeBatch, SpikeData
 from ..models import sites
+from ..models.readouts import FlowReadout
 
 __all__ = ["fit", "FitResult", "make_elbo", "model_args"]
 
@@ -201,6 +202,7 @@ def fit(
     weight_decay: float = 1e-5,
     clip_norm: float = 10.0,
     kl_warmup: int = 0,
+    readout_warmup: int = 0,
     coordinated_dropout: float = 0.0,
     curriculum: tuple[int, int] | None = None,
     elbo: str | ELBO = "trace",
@@ -231,6 +233,8 @@ def fit(
         weight_decay: L2 penalty on every weight (Adam).
         clip_norm: gradient norm clipping.
         kl_warmup: steps over which the latent sites' weight ramps from 0 to 1.
+        readout_warmup: steps during which flow readouts apply only their linear lift, so the
+            dynamics settle in coordinates the readout maps linearly before it may bend.
         coordinated_dropout: fraction of entries hidden from the encoder and scored only there.
         curriculum: ``(start, steps)``: fit only the first ``start`` bins of each trial at
             first and grow to all bins over ``steps`` steps (ODIN's trick for chaotic data:
@@ -257,7 +261,8 @@ def fit(
                    curriculum=curriculum)
     options = dict(steps=steps, batch_size=min(batch_size, train.n_trials), lr=lr,
                    lr_final=lr_final, weight_decay=weight_decay, clip_norm=clip_norm,
-                   kl_warmup=kl_warmup, coordinated_dropout=coordinated_dropout,
+                   kl_warmup=kl_warmup, readout_warmup=readout_warmup,
+                   coordinated_dropout=coordinated_dropout,
                    curriculum=curriculum, eval_every=eval_every, patience=patience,
                    checkpoint_every=checkpoint_every, time_budget=time_budget, seed=seed,
                    device=device)
@@ -265,13 +270,22 @@ def fit(
         run = _Run(model, guide, train, valid, make_elbo(elbo, num_particles=num_particles),
                    checkpoint=None if checkpoint is None else Path(checkpoint), resume=resume,
                    init_from_data=init_from_data, **options)
-        result = run.train(progress=sys.stderr.isatty() if progress is None else progress)
+        try:
+            result = run.train(progress=sys.stderr.isatty() if progress is None else progress)
+        finally:  # an interrupted warm-up must not leave the readout affine
+            _linear_readouts(model, False)
     if restore_best and result.best_state:
         model.load_state_dict(result.best_state["model"])
         guide.load_state_dict(result.best_state["guide"])
     model.eval()
     guide.eval()
     return result
+
+
+def _linear_readouts(model: nn.Module, linear: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, FlowReadout):
+            module.linear_only = linear
 
 
 def _check_options(model, guide, train, valid, *, steps, batch_size, eval_every,
@@ -406,6 +420,7 @@ class _Run:
                     break
                 for group in self.optimizer.param_groups:
                     group["lr"] = o.lr * o.lr_final ** (step / max(o.steps - 1, 1))
+                _linear_readouts(self.model, step < o.readout_warmup)
                 loss = self.loss(step)
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -451,6 +466,7 @@ class _Options:
     weight_decay: float
     clip_norm: float
     kl_warmup: int
+    readout_warmup: int
     coordinated_dropout: float
     curriculum: tuple[int, int] | None
     eval_every: int

@@ -27,7 +27,15 @@ from .likelihoods import (
 )
 from .multi_area import MultiAreaModel
 from .priors import AR1Prior
-from .readouts import READOUTS, AffineReadout, FlowReadout, MLPReadout, Readout, build_readout
+from .readouts import (
+    READOUTS,
+    AffineReadout,
+    FlowReadout,
+    MLPReadout,
+    Readout,
+    ResidualFlowReadout,
+    build_readout,
+)
 from .solver import ODESolver
 
 __all__ = [
@@ -35,7 +43,8 @@ __all__ = [
     "Channel", "LowRankChannel", "MLPChannel", "CHANNELS", "CoupledField",
     "VectorField", "MLPField", "LinearField", "LowRankRNNField", "GRUTransition", "FIELDS",
     "build_field",
-    "Readout", "AffineReadout", "MLPReadout", "FlowReadout", "READOUTS", "build_readout",
+    "Readout", "AffineReadout", "MLPReadout", "FlowReadout", "ResidualFlowReadout", "READOUTS",
+    "build_readout",
     "Likelihood", "PoissonLikelihood", "NegativeBinomialLikelihood", "GaussianLikelihood",
     "LIKELIHOODS", "build_likelihood",
     "AR1Prior", "ODESolver", "sites",

@@ -5,6 +5,8 @@ zero-padding, then apply an invertible nflows transform (an LU-decomposed linear
 the lift a learned full-rank linear one, then affine coupling layers). ``inverse`` maps
 log-rates back to latent space exactly (up to float precision) for points in the image.
 nflows transforms take one batch dimension: ``_flat`` reshapes in this one place.
+``ResidualFlowReadout`` is ODIN's own architecture (zero-pad, then small residual steps in
+neuron space, no learned lift), kept so the two can be compared on the same data.
 
 Example:
     >>> import torch
@@ -24,7 +26,8 @@ from nflows import transforms
 from nflows.nn.nets import ResidualNet
 from torch import nn
 
-__all__ = ["Readout", "AffineReadout", "MLPReadout", "FlowReadout", "READOUTS", "build_readout"]
+__all__ = ["Readout", "AffineReadout", "MLPReadout", "FlowReadout", "ResidualFlowReadout",
+           "READOUTS", "build_readout"]
 
 
 class Readout(nn.Module):
@@ -73,6 +76,9 @@ class FlowReadout(Readout):
     Args:
         layers: affine coupling layers after the LU linear map.
         hidden: width of each coupling layer's residual network.
+
+    Setting ``linear_only`` skips the coupling layers (the readout is then affine); ``fit``
+    does so for its first ``readout_warmup`` steps.
     """
 
     def __init__(self, latent_dim: int, n_neurons: int, *, layers: int = 2,
@@ -93,10 +99,12 @@ class FlowReadout(Readout):
                 ]
         self.transform = transforms.CompositeTransform(steps)
         # RandomPermutation draws from the global torch RNG: seeds fix it like any weight.
+        self.linear_only = False  # True: the lift alone (``fit``'s readout warm-up)
 
     def _flat(self, x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        out, _ = (self.transform.inverse if inverse else self.transform)(flat)
+        transform = self.transform._transforms[0] if self.linear_only else self.transform
+        out, _ = (transform.inverse if inverse else transform)(flat)
         return out.reshape(x.shape[:-1] + out.shape[-1:])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -110,6 +118,69 @@ class FlowReadout(Readout):
             return self._flat(log_rates - self.bias, inverse=True)[..., : self.latent_dim]
 
 
+class ResidualFlowReadout(Readout):
+    """ODIN's readout: zero-pad z to N dims, then ``steps`` residual steps
+    ``x <- x + scale * MLP(x)`` (an Euler-discretized flow in neuron space), then the bias.
+
+    Each step is invertible while ``scale`` times the MLP's Lipschitz constant stays below 1; as
+    in ODIN that is not enforced, so injectivity is encouraged by the small steps, not
+    guaranteed. ``inverse`` undoes each step by fixed-point iteration (ODIN's own inverse,
+    ``x - scale * MLP(x)``, is only first-order accurate). ODIN used 20 steps of a 2-layer,
+    128-unit MLP; the defaults here (10 steps, one layer of 64) cost about what ``FlowReadout``
+    costs per training step on a CPU, where ODIN's own sizes are about 10 times slower.
+
+    Example:
+        >>> readout = ResidualFlowReadout(3, 30, steps=4)
+        >>> readout(torch.randn(8, 50, 3)).shape
+        torch.Size([8, 50, 30])
+    """
+
+    def __init__(self, latent_dim: int, n_neurons: int, *, steps: int = 10, hidden: int = 64,
+                 layers: int = 1, scale: float = 0.1) -> None:
+        super().__init__(latent_dim, n_neurons)
+        if n_neurons < latent_dim:
+            raise ValueError(
+                f"ResidualFlowReadout: needs n_neurons >= latent_dim to be injective, got "
+                f"{n_neurons} < {latent_dim}")
+        if steps < 1 or layers < 1 or hidden < 1 or not scale > 0:
+            raise ValueError("ResidualFlowReadout: steps, layers, hidden and scale must be "
+                             f"positive, got {steps}, {layers}, {hidden}, {scale}")
+        self.steps, self.scale = steps, scale
+        widths = [n_neurons] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for fin, fout in zip(widths[:-1], widths[1:]):
+            blocks += [nn.Linear(fin, fout), nn.ReLU()]
+        self.net = nn.Sequential(*blocks, nn.Linear(hidden, n_neurons))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(z, (0, self.n_neurons - self.latent_dim))
+        for _ in range(self.steps):
+            x = x + self.scale * self.net(x)
+        return x + self.bias
+
+    @torch.no_grad()
+    def inverse(self, log_rates: torch.Tensor, *, tol: float = 1e-6,
+                max_iter: int = 500) -> torch.Tensor:
+        """Latent states whose log-rates these are: each step ``y = x + scale * MLP(x)`` is
+        solved for x by the iteration ``x <- y - scale * MLP(x)`` (converges while the step is
+        contractive; warns when it did not reach ``tol``, relative to the largest entry)."""
+        y = log_rates - self.bias
+        for _ in range(self.steps):
+            x, limit = y, tol * (1.0 + y.abs().max())
+            for _ in range(max_iter):
+                x_next = y - self.scale * self.net(x)
+                done = (x_next - x).abs().max() <= limit
+                x = x_next
+                if done:
+                    break
+            else:
+                warnings.warn("ResidualFlowReadout.inverse: fixed-point iteration did not "
+                              f"converge in {max_iter} iterations (a step is not contractive)",
+                              stacklevel=2)
+            y = x
+        return y[..., : self.latent_dim]
+
+
 def _small_residual_net(in_features: int, out_features: int, hidden: int) -> nn.Module:
     net = ResidualNet(in_features, out_features, hidden_features=hidden, num_blocks=1)
     with torch.no_grad():  # start each coupling near the identity
@@ -120,11 +191,13 @@ def _small_residual_net(in_features: int, out_features: int, hidden: int) -> nn.
 
 READOUTS: dict[str, type[Readout]] = {
     "affine": AffineReadout, "mlp": MLPReadout, "flow": FlowReadout,
+    "residual_flow": ResidualFlowReadout,
 }
 
 
 def build_readout(name: str, latent_dim: int, n_neurons: int, **options) -> Readout:
-    """Builds a readout by name: "flow" (injective), "affine" or "mlp"."""
+    """Builds a readout by name: "flow" (injective), "residual_flow" (ODIN's), "affine" or
+    "mlp"."""
     if name not in READOUTS:
         raise ValueError(f"readout: unknown readout {name!r} (known: {', '.join(READOUTS)})")
     return READOUTS[name](latent_dim, n_neurons, **options)

@@ -71,6 +71,24 @@ def test_resuming_after_an_interruption_continues_the_same_run(data, guide, tmp_
     assert resumed.best_step == whole.best_step
 
 
+def test_readout_warmup_trains_the_flow_lift_alone_first(data):
+    def couplings(model):  # everything of the flow readout after its linear lift
+        return {name: p.detach().clone() for name, p in model.readout.named_parameters()
+                if name.startswith("transform._transforms.") and
+                not name.startswith("transform._transforms.0.")}
+
+    train = data.select("train")
+    for warmup, moved in ((OPTIONS["steps"], False), (4, True)):
+        model, g = build()
+        lift = model.readout.transform._transforms[0]
+        before, lift_before = couplings(model), lift.lower_entries.clone()
+        fit(model, g, train, readout_warmup=warmup, **OPTIONS)
+        after = couplings(model)
+        assert before and not model.readout.linear_only
+        assert any(not torch.equal(before[k], after[k]) for k in before) == moved
+        assert not torch.equal(lift_before, lift.lower_entries)
+
+
 def test_time_budget_stops_and_resume_finishes(data, tmp_path):
     model, g = build()
     result = fit(model, g, data, time_budget=0.0, checkpoint=tmp_path / "c.pt", **OPTIONS)

@@ -6,6 +6,7 @@ from pyrodyn.models import (
     FlowReadout,
     LatentODEModel,
     ODESolver,
+    ResidualFlowReadout,
     build_field,
     build_likelihood,
     build_readout,
@@ -25,9 +26,27 @@ def test_flow_readout_inverse_recovers_latents_to_1e5():
     assert (readout.inverse(log_rates) - z).abs().max() < 1e-5
 
 
-def test_flow_readout_needs_at_least_as_many_neurons_as_latents():
+def test_residual_flow_readout_inverse_recovers_latents_to_1e5():
+    torch.manual_seed(0)
+    readout = ResidualFlowReadout(3, 30, steps=6)
+    z = 2.0 * torch.randn(16, 40, 3)
+    log_rates = readout(z)
+    assert log_rates.shape == (16, 40, 30)
+    assert not torch.allclose(log_rates[..., :3] - readout.bias[:3], z, atol=1e-2)  # not identity
+    assert (readout.inverse(log_rates) - z).abs().max() < 1e-5
+
+
+def test_residual_flow_readout_warns_when_a_step_is_not_contractive():
+    torch.manual_seed(0)
+    readout = ResidualFlowReadout(2, 5, steps=1, scale=50.0)
+    with pytest.warns(UserWarning, match="did not converge"):
+        readout.inverse(readout(torch.randn(4, 2)), max_iter=20)
+
+
+@pytest.mark.parametrize("readout", [FlowReadout, ResidualFlowReadout])
+def test_injective_readouts_need_at_least_as_many_neurons_as_latents(readout):
     with pytest.raises(ValueError, match="needs n_neurons >= latent_dim"):
-        FlowReadout(5, 3)
+        readout(5, 3)
 
 
 def test_rk4_on_the_bin_grid_matches_the_exact_solution_of_a_linear_ode():
