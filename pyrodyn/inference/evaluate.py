@@ -18,7 +18,8 @@ __all__ = ["evaluate"]
 
 
 def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: int = 10,
-             refine_steps: int = 0, device: str = "cpu") -> dict[str, float]:
+             refine_steps: int = 0, device: str = "cpu",
+             train_latents: np.ndarray | None = None) -> dict[str, float]:
     """Metrics of the posterior-mean rates on ``test`` trials.
 
     - ``bits_per_spike`` on held-in neurons (null: training mean rates); with held-out neurons
@@ -27,6 +28,8 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
       maps fit on the training trials' posterior means, scored on ``test``.
 
     ``refine_steps`` refines every trial's posterior first (see ``posterior``).
+    ``train_latents``: the training trials' posterior means when already at hand (scoring
+    several splits then derives them once: ``posterior_means(...)[0]``).
     """
     options = dict(num_samples=num_samples, refine_steps=refine_steps, device=device)
     latents, rates = posterior_means(model, guide, test, **options)
@@ -45,7 +48,8 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
             mask=test.observed_mask()[..., heldin])
         scores["rate_r2"] = rate_r2(rates, truth.rates)
     if truth is not None and truth.latents is not None and train.truth is not None:
-        train_latents, _ = posterior_means(model, guide, train, **options)
+        if train_latents is None:
+            train_latents, _ = posterior_means(model, guide, train, **options)
         both = state_r2(
             np.concatenate([train.truth.latents, truth.latents]),
             np.concatenate([train_latents, latents]),

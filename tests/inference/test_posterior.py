@@ -4,7 +4,14 @@ import pyro
 import pytest
 
 from pyrodyn.data import synthetic
-from pyrodyn.inference import build_guide, fit, posterior, to_inference_data
+from pyrodyn.inference import (
+    build_guide,
+    evaluate,
+    fit,
+    posterior,
+    posterior_means,
+    to_inference_data,
+)
 from pyrodyn.models import LatentODEModel
 
 
@@ -99,3 +106,19 @@ def test_per_trial_guides_refuse_new_trials(fitted):
     fit(model, guide, data.select("train"), steps=2, progress=False)
     with pytest.raises(ValueError, match="per-trial guide describes only the trials"):
         posterior(model, guide, data.select("test"), num_samples=2)
+
+
+def test_evaluate_reuses_given_training_latents(fitted):
+    data, model, guide = fitted
+    train, test = data.select("train"), data.select("test")
+    pyro.set_rng_seed(3)
+    derived = evaluate(model, guide, train, test, num_samples=5)
+    given = posterior_means(model, guide, train, num_samples=5)[0]
+    pyro.set_rng_seed(3)
+    reused = evaluate(model, guide, train, test, num_samples=5, train_latents=given)
+    assert set(reused) == set(derived)
+    assert reused["bits_per_spike"] == derived["bits_per_spike"]
+    assert reused["state_r2_inferred_to_true"] == pytest.approx(
+        derived["state_r2_inferred_to_true"], abs=0.02)  # the same map up to sampling noise
+    wrong = evaluate(model, guide, train, test, num_samples=5, train_latents=0 * given)
+    assert wrong["state_r2_inferred_to_true"] < reused["state_r2_inferred_to_true"]
