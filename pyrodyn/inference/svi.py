@@ -420,7 +420,8 @@ class _Run:
                     break
                 for group in self.optimizer.param_groups:
                     group["lr"] = o.lr * o.lr_final ** (step / max(o.steps - 1, 1))
-                _linear_readouts(self.model, step < o.readout_warmup)
+                if o.readout_warmup:
+                    _linear_readouts(self.model, step < o.readout_warmup)
                 loss = self.loss(step)
                 self.optimizer.zero_grad()
                 loss.backward()
