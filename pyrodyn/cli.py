@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .data import SpikeData, load
+from .models import READOUTS
 
 __all__ = ["main", "build_parser"]
 
@@ -79,8 +80,8 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False):
                    "elapsed": result.elapsed, "stop_reason": result.stop_reason}, f)
     scored = splits if amortized else ["train"]
     options = dict(refine_steps=config.refine_steps)
-    if len(scored) > 1 and train.truth is not None and train.truth.latents is not None:
-        # the state-R2 maps are fit on the training trials: derive their latents once
+    if train.truth is not None and train.truth.latents is not None:
+        # every split's state-R2 map is fit on the training trials: derive their latents once
         options["train_latents"] = posterior_means(model, guide, train, **options)[0]
     metrics = {name: evaluate(model, guide, train, _split_of(data, name), **options)
                for name in scored}
@@ -155,7 +156,7 @@ def _demo(args: argparse.Namespace) -> None:
     from .analysis import apply_affine, fit_affine, interval_coverage
     from .config import RunConfig
     from .data import synthetic
-    from .inference import posterior, posterior_means
+    from .inference import posterior
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,8 +177,6 @@ def _demo(args: argparse.Namespace) -> None:
                      refine_steps=config.refine_steps)
     post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide).to_netcdf(
         out / "posterior.nc")
-    if train_latents is None:  # not derived while scoring (a single scored split)
-        train_latents = posterior_means(model, guide, train, refine_steps=config.refine_steps)[0]
     affine = fit_affine(train_latents, train.truth.latents)
     aligned = apply_affine(post.draws["latents"], affine)
     figures = {
@@ -255,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", choices=["latent-ode", "multi-area"],
                      help="multi-area: one latent ODE per area of the data's area labels")
     fit.add_argument("--latent-dim", type=int, help="latent dimension (per area if multi-area)")
-    fit.add_argument("--readout", choices=["flow", "residual_flow", "affine", "mlp"])
+    fit.add_argument("--readout", choices=list(READOUTS))
     fit.add_argument("--guide", choices=["normal", "flow", "map", "per_trial_normal",
                                          "per_trial_map"])
     fit.add_argument("--steps", type=int)

@@ -33,11 +33,17 @@ __all__ = ["Readout", "AffineReadout", "MLPReadout", "FlowReadout", "ResidualFlo
 class Readout(nn.Module):
     """Base class: ``forward(z) -> log-rates``; ``bias`` holds each neuron's log mean rate."""
 
+    injective = False  # injective readouts need at least as many neurons as latents
+
     def __init__(self, latent_dim: int, n_neurons: int) -> None:
         super().__init__()
         if latent_dim < 1 or n_neurons < 1:
             raise ValueError(
                 f"readout: latent_dim and n_neurons must be >= 1, got {latent_dim}, {n_neurons}")
+        if self.injective and n_neurons < latent_dim:
+            raise ValueError(
+                f"{type(self).__name__}: needs n_neurons >= latent_dim to be injective, got "
+                f"{n_neurons} < {latent_dim}")
         self.latent_dim, self.n_neurons = latent_dim, n_neurons
         self.bias = nn.Parameter(torch.zeros(n_neurons))
 
@@ -81,13 +87,11 @@ class FlowReadout(Readout):
     does so for its first ``readout_warmup`` steps.
     """
 
+    injective = True
+
     def __init__(self, latent_dim: int, n_neurons: int, *, layers: int = 2,
                  hidden: int = 64) -> None:
         super().__init__(latent_dim, n_neurons)
-        if n_neurons < latent_dim:
-            raise ValueError(
-                f"FlowReadout: needs n_neurons >= latent_dim to be injective, got {n_neurons} "
-                f"< {latent_dim}")
         steps: list[transforms.Transform] = [transforms.LULinear(n_neurons, identity_init=False)]
         if n_neurons > 1:
             for i in range(layers):
@@ -135,13 +139,11 @@ class ResidualFlowReadout(Readout):
         torch.Size([8, 50, 30])
     """
 
+    injective = True
+
     def __init__(self, latent_dim: int, n_neurons: int, *, steps: int = 10, hidden: int = 64,
                  layers: int = 1, scale: float = 0.1) -> None:
         super().__init__(latent_dim, n_neurons)
-        if n_neurons < latent_dim:
-            raise ValueError(
-                f"ResidualFlowReadout: needs n_neurons >= latent_dim to be injective, got "
-                f"{n_neurons} < {latent_dim}")
         if steps < 1 or layers < 1 or hidden < 1 or not scale > 0:
             raise ValueError("ResidualFlowReadout: steps, layers, hidden and scale must be "
                              f"positive, got {steps}, {layers}, {hidden}, {scale}")
