@@ -40,7 +40,8 @@ def main(argv=None) -> dict:
     config = RunConfig.from_sources(overrides=args.set, time_budget=args.budget, seed=args.seed)
     model, guide = build_run(config, train)
     start = time.perf_counter()
-    result = fit(model, guide, train, valid=valid, progress=False, **config.fit_options())
+    result = fit(model, guide, train, valid=valid, progress=False,
+                 options=config.fit_options())
     wall = time.perf_counter() - start
     refine = config.refine_steps
     scores = evaluate(model, guide, train, test, refine_steps=refine)

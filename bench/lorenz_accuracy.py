@@ -38,10 +38,8 @@ def run(*, embedding: str, readout: str, guide: str, steps: int, budget: float, 
                                  seed=seed)
     model, posterior = build_run(config, train)
     start = time.perf_counter()
-    options = {k: v for k, v in config.fit_options().items()
-               if k not in ("steps", "time_budget", "seed", "num_threads")}
-    result = fit(model, posterior, train, valid=valid, steps=steps, time_budget=budget,
-                 seed=seed, progress=False, **options)
+    result = fit(model, posterior, train, valid=valid, options=config.fit_options(),
+                 steps=steps, time_budget=budget, seed=seed, progress=False)
     wall = time.perf_counter() - start
     scores = evaluate(model, posterior, train, test, num_samples=10,
                       refine_steps=config.refine_steps)

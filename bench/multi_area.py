@@ -62,11 +62,9 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
         base, model="multi_area" if model_kind == "multi_area" else "latent_ode",
         latent_dim=latent_dim, seed=seed)
     model, guide = build_run(config, train)
-    options = {k: v for k, v in config.fit_options().items()
-               if k not in ("steps", "time_budget", "seed", "num_threads")}
     start = time.perf_counter()
-    result = fit(model, guide, train, valid=valid, steps=steps, time_budget=budget, seed=seed,
-                 progress=False, **options)
+    result = fit(model, guide, train, valid=valid, options=config.fit_options(), steps=steps,
+                 time_budget=budget, seed=seed, progress=False)
     wall = time.perf_counter() - start
     scores = evaluate(model, guide, train, test, num_samples=10)
     post_train = posterior(model, guide, train, num_samples=10)

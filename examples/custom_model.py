@@ -1,9 +1,9 @@
 """A custom model variant written as a new Pyro program from pyrodyn's parts.
 
 Here: a low-rank RNN vector field, a heavy-tailed (Laplace) prior on the initial state, an
-affine readout and a negative-binomial likelihood for over-dispersed counts. Any pyrodyn guide
-works with it, because it takes the same arguments and samples the same latent site ("z0") in
-the same "trial" plate.
+affine readout and a negative-binomial likelihood for over-dispersed counts. It subclasses
+``SpikeModel``, which checks every call and hands ``program`` the trial plate; any pyrodyn guide
+works with it, because it samples the latent site it declares (``z0_sites``) in that plate.
 
     .venv/bin/python examples/custom_model.py
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
 from pyrodyn.data import synthetic
 from pyrodyn.inference import AmortizedNormalGuide, evaluate, fit
@@ -22,11 +21,12 @@ from pyrodyn.models import (
     LowRankRNNField,
     NegativeBinomialLikelihood,
     ODESolver,
+    SpikeModel,
     sites,
 )
 
 
-class LaplaceLowRankModel(PyroModule):
+class LaplaceLowRankModel(SpikeModel):
     """z0 ~ Laplace; dz/dt = -z + M N^T tanh(z); log r = W z + b; spikes ~ NegBinomial."""
 
     def __init__(self, n_neurons: int, latent_dim: int = 3, rank: int = 2) -> None:
@@ -37,11 +37,12 @@ class LaplaceLowRankModel(PyroModule):
         self.likelihood = NegativeBinomialLikelihood(n_neurons)
         self.solver = ODESolver("rk4", step_size=0.1)
 
-    def forward(self, spikes=None, *, mask=None, encoder_mask=None, inputs=None,
-                trial_index=None, num_trials=None, kl_scale=1.0, n_bins=None):
-        n_bins = spikes.shape[1]
-        with pyro.plate(sites.TRIAL_PLATE, num_trials or spikes.shape[0],
-                        subsample=trial_index, dim=-1):
+    @property
+    def z0_sites(self):
+        return {sites.Z0: self.latent_dim}
+
+    def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
+        with plate:
             with pyro.poutine.scale(scale=kl_scale):
                 z0 = pyro.sample(sites.Z0, dist.Laplace(torch.zeros(self.latent_dim),
                                                         torch.ones(self.latent_dim)).to_event(1))

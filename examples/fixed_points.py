@@ -27,7 +27,8 @@ def main(steps: int = 800, n_trials: int = 400, n_bits: int = 2, seed: int = 0):
     config = dataclasses.replace(RunConfig(), latent_dim=n_bits, steps=steps, seed=seed,
                                  curriculum=[10, steps // 2], kl_warmup=steps // 2)
     model, guide = build_run(config, train)
-    fit(model, guide, train, valid=data.select("valid"), progress=False, **config.fit_options())
+    fit(model, guide, train, valid=data.select("valid"), progress=False,
+        options=config.fit_options())
 
     inferred = posterior(model, guide, train, num_samples=5).mean("latents")
     starts = inferred.reshape(-1, n_bits)

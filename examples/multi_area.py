@@ -27,7 +27,8 @@ def main(steps: int = 1000, n_trials: int = 400, seed: int = 0, out: str = "who_
                                  steps=steps, seed=seed, kl_warmup=steps // 3,
                                  curriculum=[10, steps // 3])
     model, guide = build_run(config, train)
-    fit(model, guide, train, valid=data.select("valid"), progress=False, **config.fit_options())
+    fit(model, guide, train, valid=data.select("valid"), progress=False,
+        options=config.fit_options())
 
     summary = communication_summary(posterior(model, guide, test, num_samples=100))
     truth = true_communication_strengths(test)

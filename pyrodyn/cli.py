@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .data import SpikeData, load
+from .data import SpikeData, load, save
 from .models import READOUTS
 
 __all__ = ["main", "build_parser"]
@@ -34,7 +34,7 @@ def _simulate(args: argparse.Namespace) -> None:
     data = data.with_split(valid=args.valid, test=args.test, seed=args.seed)
     if args.heldout:
         data = data.with_heldout_neurons(args.heldout, seed=args.seed)
-    data.save(args.out)
+    save(data, args.out)
     print(f"wrote {args.out}: {data}")
 
 
@@ -73,7 +73,7 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False):
     valid = data.select("valid") if "valid" in splits and amortized else None
     model, guide = build_run(config, train)
     result = fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
-                 progress=False if quiet else None, **config.fit_options())
+                 progress=False if quiet else None, options=config.fit_options())
     save_state(run_dir / "model.pt", model, guide)
     with open(run_dir / "losses.json", "w") as f:
         json.dump({"losses": result.losses, "valid": result.valid, "best_step": result.best_step,
@@ -136,7 +136,7 @@ def _posterior(args: argparse.Namespace) -> None:
 
 def _benchmark(args: argparse.Namespace) -> None:
     """The attractor-recovery grid: systems x embeddings x methods x seeds."""
-    from .analysis.benchmark import PRESETS, markdown_table, preset_with, run_benchmark, summarize
+    from .benchmark import PRESETS, markdown_table, preset_with, run_benchmark, summarize
 
     preset = preset_with(
         PRESETS[args.preset], systems=args.systems and tuple(args.systems),
@@ -162,7 +162,7 @@ def _demo(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = synthetic.lorenz(n_trials=args.trials, n_bins=100, n_neurons=30, seed=args.seed)
     data = data.with_split(valid=0.15, test=0.15, seed=args.seed)
-    data.save(out / "lorenz.npz")
+    save(data, out / "lorenz.npz")
     print(f"simulated {data}")
     config = RunConfig.from_sources(args.config, args.set, steps=args.steps,
                                     time_budget=args.budget, seed=args.seed)

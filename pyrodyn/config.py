@@ -91,14 +91,12 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fit_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``pyrodyn.inference.fit``."""
-        names = ("steps", "batch_size", "lr", "lr_final", "weight_decay", "clip_norm",
-                 "kl_warmup", "readout_warmup", "coordinated_dropout", "eval_every", "patience",
-                 "time_budget", "seed", "device", "num_threads")
-        options = {name: getattr(self, name) for name in names}
-        options["curriculum"] = None if self.curriculum is None else tuple(self.curriculum)
-        return options
+    def fit_options(self):
+        """The ``FitOptions`` of this run (every option the two share; validated there)."""
+        from .inference.options import FitOptions
+
+        mine = self.to_dict()
+        return FitOptions(**{name: mine[name] for name in FitOptions.names() if name in mine})
 
 
 def _as_number(name: str, value: Any, annotation: str) -> Any:
@@ -118,15 +116,43 @@ def _as_number(name: str, value: Any, annotation: str) -> Any:
 MODELS = ("latent_ode", "multi_area")
 
 
+def model_class(name: str):
+    """"latent_ode", "multi_area", or "package.module:Class" naming a user's ``SpikeModel``
+    subclass (imported: the user's own code, named by the user, never read from data)."""
+    import importlib
+
+    from .models import LatentODEModel, MultiAreaModel, SpikeModel
+
+    if name in MODELS:
+        return {"latent_ode": LatentODEModel, "multi_area": MultiAreaModel}[name]
+    module_name, sep, class_name = str(name).partition(":")
+    if not sep:
+        raise ValueError(f"model: unknown model {name!r} (known: {', '.join(MODELS)}, or "
+                         "package.module:Class for your own SpikeModel)")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"model: cannot import {name!r} ({error})") from None
+    if not (isinstance(cls, type) and issubclass(cls, SpikeModel)):
+        raise ValueError(f"model: {name!r} is not a pyrodyn SpikeModel subclass")
+    return cls
+
+
 def build_model(config: RunConfig, data: SpikeData):
-    """The ``LatentODEModel`` (or, with ``model: multi_area``, the ``MultiAreaModel`` over the
-    data's areas) a config describes, sized for ``data``."""
+    """The model a config describes, sized for ``data``: a ``LatentODEModel``, the
+    ``MultiAreaModel`` over the data's areas, or a user's ``SpikeModel`` subclass (its
+    ``from_config(config, data)``, by default the ``LatentODEModel`` options)."""
     from .models import LatentODEModel, MultiAreaModel, ODESolver, build_field, build_readout
 
-    if config.model not in MODELS:
-        raise ValueError(f"model: unknown model {config.model!r} (known: {', '.join(MODELS)})")
+    cls = model_class(config.model)
+    if cls is not LatentODEModel and cls is not MultiAreaModel:
+        if hasattr(cls, "from_config"):
+            return cls.from_config(config, data)
+        if not issubclass(cls, LatentODEModel):
+            raise ValueError(f"model: {config.model!r} needs a from_config(config, data) "
+                             "classmethod to be built from a run config")
     solver = ODESolver(config.solver, step_size=config.step_size)
-    if config.model == "multi_area":
+    if cls is MultiAreaModel:
         return MultiAreaModel.from_data(
             data, config.latent_dim, field=config.dynamics, hidden=config.hidden,
             readout=config.readout, likelihood=config.likelihood,
@@ -135,7 +161,7 @@ def build_model(config: RunConfig, data: SpikeData):
             input_scale=config.input_scale, solver=solver)
     n_inputs = (0 if data.inputs is None else data.inputs.shape[-1]) + config.inferred_input_dim
     options = {"hidden": config.hidden} if config.dynamics == "mlp" else {}
-    return LatentODEModel(
+    return cls(
         data.n_neurons, config.latent_dim,
         field=build_field(config.dynamics, config.latent_dim, n_inputs, **options),
         readout=(build_readout("flow", config.latent_dim, data.n_neurons,
@@ -148,12 +174,13 @@ def build_model(config: RunConfig, data: SpikeData):
 
 
 def build_run(config: RunConfig, data: SpikeData):
-    """(model, guide) for ``data``: seeded, so the same config builds the same weights."""
-    import pyro
-
+    """(model, guide) for ``data``: seeded inside (the caller's generators stay as they were),
+    so the same config builds the same weights."""
+    from ._isolation import isolated_rng
     from .inference import build_guide
 
-    pyro.set_rng_seed(config.seed)
-    model = build_model(config, data)
-    options = {} if config.guide.startswith("per_trial") else {"hidden": config.encoder_hidden}
-    return model, build_guide(config.guide, model, **options)
+    with isolated_rng(config.seed):
+        model = build_model(config, data)
+        options = ({} if config.guide.startswith("per_trial")
+                   else {"hidden": config.encoder_hidden})
+        return model, build_guide(config.guide, model, **options)

@@ -6,6 +6,16 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def fresh_param_store():
+    """Pyro's default (global) mode keeps parameters by name across models, as in any Pyro
+    program: every test starts from an empty store, as a user's script would."""
+    import pyro
+
+    pyro.clear_param_store()
+    yield
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

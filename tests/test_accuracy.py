@@ -23,8 +23,8 @@ def fit_recipe(data, *, steps, budget, **changes):
     config = dataclasses.replace(RunConfig(), steps=steps, time_budget=budget, **changes)
     train = data.select("train")
     model, guide = build_run(config, train)
-    options = config.fit_options()
-    fit(model, guide, train, valid=data.select("valid"), progress=False, **options)
+    fit(model, guide, train, valid=data.select("valid"), progress=False,
+        options=config.fit_options())
     return model, guide
 
 

@@ -26,8 +26,10 @@ from .metrics import (
     rate_r2,
     state_r2,
 )
+from .scores import score_rates
 
 __all__ = [
+    "score_rates",
     "bits_per_spike",
     "co_bps",
     "mean_rates",

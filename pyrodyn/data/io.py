@@ -22,9 +22,9 @@ pyrodyn's layout (the same keys in ``.npz`` and ``.h5``; all but ``spikes`` opti
 A synthetic system's vector field is rebuilt on load from ``system`` and ``system_params``.
 
 Example:
-    >>> from pyrodyn.data import load, synthetic
+    >>> from pyrodyn.data import load, save, synthetic
     >>> data = synthetic.lorenz(n_trials=4, n_bins=20, n_neurons=5, seed=0)
-    >>> data.save("/tmp/lorenz.npz")
+    >>> save(data, "/tmp/lorenz.npz")
     >>> bool((load("/tmp/lorenz.npz").spikes == data.spikes).all())
     True
 """

@@ -446,10 +446,3 @@ class SpikeData:
         for start in range(0, self.n_trials, batch_size):
             yield self.to_batch(order[start:start + batch_size], device=device,
                                 include_heldout=include_heldout)
-
-    # ------------------------------------------------------------------ io
-    def save(self, path: str) -> None:
-        """Writes ``.npz`` or ``.h5`` in pyrodyn's layout (see ``pyrodyn.data.io``)."""
-        from .io import save
-
-        save(self, path)

@@ -1,14 +1,13 @@
 """Inference: interchangeable guides and ``fit`` (minibatch SVI).
 
-pyrodyn keeps every parameter inside its module (``pyro.settings`` ``module_local_params``,
-Pyro's recommended mode for ``nn.Module`` models): two models or guides in one process never
-share values through Pyro's global parameter store.
+pyrodyn changes no global setting: its models and guides work under either value of Pyro's
+``module_local_params`` (the classic ``SVI`` + ``pyro.optim`` loop needs it off, Pyro's default;
+the module-local ELBO + torch optimizer loop needs it on). ``fit`` trains the modules' own
+parameters with a torch optimizer in either mode.
 
 Example:
     >>> from pyrodyn.inference import AmortizedNormalGuide, fit
 """
-
-import pyro
 
 from .evaluate import evaluate
 from .export import to_inference_data
@@ -22,17 +21,21 @@ from .guides import (
     build_guide,
     per_trial_map_guide,
     per_trial_normal_guide,
+    per_trial_trials,
+    trial_plate,
 )
+from .options import FitOptions
 from .posterior import Posterior, posterior, posterior_means
-from .state import initialize_guide, load_state, save_state
-from .svi import FitResult, fit, make_elbo, model_args
-
-pyro.settings.set(module_local_params=True)
+from .refine import LocalGuide, refine
+from .state import initialize_guide, load_state, read_state, save_state, write_state
+from .svi import FitResult, fit, make_elbo
+from .traces import model_args, replay
 
 __all__ = [
-    "fit", "FitResult", "make_elbo", "model_args", "posterior_means", "posterior", "Posterior",
-    "to_inference_data",
-    "save_state", "load_state", "initialize_guide", "evaluate",
+    "fit", "FitResult", "FitOptions", "make_elbo", "model_args", "replay", "posterior_means",
+    "posterior", "Posterior", "to_inference_data", "refine", "LocalGuide",
+    "save_state", "load_state", "read_state", "write_state", "initialize_guide", "evaluate",
+    "trial_plate", "per_trial_trials",
     "AmortizedGuide", "AmortizedNormalGuide", "AmortizedFlowGuide", "MAPGuide", "SpikeEncoder",
     "per_trial_normal_guide", "per_trial_map_guide", "GUIDES", "build_guide",
 ]

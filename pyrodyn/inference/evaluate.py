@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.metrics import bits_per_spike, co_bps, mean_rates, rate_r2, state_r2
+from ..analysis.metrics import mean_rates, state_r2
+from ..analysis.scores import score_rates
 from ..data.spikes import SpikeData
 from .posterior import posterior_means
 
@@ -34,19 +35,8 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
     options = dict(num_samples=num_samples, refine_steps=refine_steps, device=device)
     latents, rates = posterior_means(model, guide, test, **options)
     null = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
-    heldin = test.heldin_neurons
-    scores = {"bits_per_spike": bits_per_spike(
-        rates[..., heldin], test.spikes[..., heldin], null_rates=null[heldin],
-        mask=test.observed_mask()[..., heldin])}
-    if test.heldout_neurons.size:
-        held = test.heldout_neurons
-        scores["co_bps"] = co_bps(rates, test.spikes, held, null_rates=null[held])
+    scores = score_rates(rates, test, null_rates=null)
     truth = test.truth
-    if truth is not None and truth.rates is not None:
-        scores["true_bits_per_spike"] = bits_per_spike(
-            truth.rates[..., heldin], test.spikes[..., heldin], null_rates=null[heldin],
-            mask=test.observed_mask()[..., heldin])
-        scores["rate_r2"] = rate_r2(rates, truth.rates)
     if truth is not None and truth.latents is not None and train.truth is not None:
         if train_latents is None:
             train_latents, _ = posterior_means(model, guide, train, **options)

@@ -16,11 +16,15 @@ Example (with a fitted ``model`` and ``guide``)::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import arviz as az
 import numpy as np
 
 from ..models import sites
-from .posterior import Posterior
+
+if TYPE_CHECKING:  # the import graph points from posterior to export, never back
+    from .posterior import Posterior
 
 __all__ = ["to_inference_data"]
 
@@ -46,6 +50,11 @@ def _dims_of(name: str, value: np.ndarray) -> list[str]:
     return ["trial"] + [f"{name}_dim_{i}" for i in range(value.ndim - 2)]
 
 
+def _global_dims(name: str, value: np.ndarray) -> list[str]:
+    """A global site's dims (no trial axis), from one draw."""
+    return [f"{name}_dim_{i}" for i in range(value.ndim)]
+
+
 def to_inference_data(posterior: Posterior, *, elbo: str | None = None,
                       model_name: str | None = None, guide_name: str | None = None
                       ) -> az.InferenceData:
@@ -54,7 +63,8 @@ def to_inference_data(posterior: Posterior, *, elbo: str | None = None,
     draws = posterior.draws
     latent_vars = {name: value[None] for name, value in draws.items()
                    if name not in (sites.SPIKES, "log_likelihood")}
-    dims = {name: _dims_of(name, value[0]) for name, value in latent_vars.items()}
+    dims = {name: (_global_dims(name, value[0, 0]) if name in posterior.global_sites
+                   else _dims_of(name, value[0])) for name, value in latent_vars.items()}
     dims[sites.SPIKES] = _DIMS[sites.SPIKES]
     dims["log_likelihood_spikes"] = ["trial"]
     coords = {"trial": data.trial_ids, "time": data.time, "neuron": data.neuron_ids}

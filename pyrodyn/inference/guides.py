@@ -13,6 +13,16 @@ with a bidirectional GRU and give the posterior for new trials without refitting
 - ``per_trial_normal_guide`` / ``per_trial_map_guide``: non-amortized per-trial parameters
   through Pyro's ``AutoNormal`` / ``AutoDelta`` with subsampling.
 
+A model's global sites (outside the trial plate, ``model.global_sites``) get a mean-field
+Normal (``AutoNormal``; a point estimate in ``MAPGuide``) inside the amortized guides; pass
+``include_global=False`` to leave them to another part of an ``AutoGuideList``. The amortized
+guides are AutoGuides, so they compose: build the list with ``create_plates=trial_plate`` so
+every part draws the model's minibatch::
+
+    guide = AutoGuideList(model, create_plates=trial_plate)
+    guide.append(AmortizedNormalGuide(model, include_global=False))
+    guide.append(AutoDelta(poutine.block(model, expose=["gain"])))
+
 Example:
     >>> from pyrodyn.models import LatentODEModel
     >>> model = LatentODEModel(n_neurons=20, latent_dim=3)
@@ -26,13 +36,20 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_median
-from pyro.nn import PyroModule
+from pyro.infer.autoguide import (
+    AutoCallable,
+    AutoDelta,
+    AutoGuide,
+    AutoGuideList,
+    AutoNormal,
+    init_to_median,
+)
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.nn.functional import softplus
 
 from ..models import sites
-from ..models.latent_ode import trial_plate_size
+from ..models.base import SpikeModel, trial_plate_size
 
 __all__ = [
     "SpikeEncoder",
@@ -42,6 +59,8 @@ __all__ = [
     "MAPGuide",
     "per_trial_normal_guide",
     "per_trial_map_guide",
+    "trial_plate",
+    "per_trial_trials",
     "GUIDES",
     "build_guide",
 ]
@@ -64,27 +83,45 @@ class SpikeEncoder(nn.Module):
         return torch.cat([last[0], last[1]], dim=-1), sequence
 
 
-class AmortizedGuide(PyroModule):
+def trial_plate(spikes=None, *, trial_index=None, num_trials=None, **_):
+    """The model's trial plate with this call's minibatch: ``create_plates`` for AutoGuides
+    (``AutoNormal(model, create_plates=trial_plate)``), so guide and model see the same
+    trials."""
+    batch = None if spikes is None else spikes.shape[0]
+    size = trial_plate_size(batch, trial_index, num_trials)
+    return pyro.plate(sites.TRIAL_PLATE, size, subsample=trial_index, dim=-1)
+
+
+class AmortizedGuide(AutoGuide):
     """Base class of the encoder guides; subclasses choose each z0 site's distribution.
 
     The latent sites come from the model (``model.z0_sites``, ``model.input_sites``): "z0" for
     a ``LatentODEModel``, "z0.A", "z0.B", ... for a ``MultiAreaModel``; one encoder over all
-    neurons conditions them all.
+    neurons conditions them all. Global sites (``model.global_sites``) get a mean-field part.
 
     Args:
-        model: the model whose latent sites this guide covers (its sizes are read from it).
+        model: the ``SpikeModel`` whose latent sites this guide covers.
         hidden: GRU units per direction.
         dropout: dropout on the encoder's input (ODIN uses 0.05).
         init_scale: initial posterior standard deviation.
+        include_global: also cover the model's global sites (False: leave them to another
+            part of an ``AutoGuideList``).
     """
 
-    def __init__(self, model: nn.Module, *, hidden: int = 64, dropout: float = 0.05,
-                 init_scale: float = 0.1) -> None:
-        super().__init__()
-        self.z0_sites = dict(getattr(model, "z0_sites", {sites.Z0: model.latent_dim}))
-        self.input_sites = dict(getattr(model, "input_sites", {}))
+    def __init__(self, model: SpikeModel, *, hidden: int = 64, dropout: float = 0.05,
+                 init_scale: float = 0.1, include_global: bool = True) -> None:
+        if not isinstance(model, SpikeModel):
+            raise ValueError(f"model: an amortized guide needs a pyrodyn SpikeModel (it reads "
+                             f"z0_sites, input_sites, n_neurons), got {type(model).__name__}")
+        super().__init__(model)
+        self.z0_sites = dict(model.z0_sites)
+        self.input_sites = dict(model.input_sites)
         self.latent_dim = sum(self.z0_sites.values())
-        self.external_input_dim = getattr(model, "external_input_dim", 0)
+        self.external_input_dim = model.external_input_dim
+        global_sites = list(model.global_sites) if include_global else []
+        if global_sites:
+            self.global_guide = self._global_guide(
+                poutine.block(model, expose=global_sites), init_scale)
         self.encoder = SpikeEncoder(model.n_neurons + self.external_input_dim, hidden,
                                     dropout=dropout)
         raw_scale = float(torch.log(torch.expm1(torch.tensor(init_scale))))
@@ -113,6 +150,19 @@ class AmortizedGuide(PyroModule):
         sizes = list(dims.values())
         return zip(dims, loc.split(sizes, -1), (softplus(raw) + 1e-4).split(sizes, -1))
 
+    def _create_plates(self, *args, **kwargs):
+        # Alone: the model's minibatch. Inside an AutoGuideList: the list's plates, which
+        # must be made by ``create_plates=trial_plate`` for the same reason.
+        if self.master is None:
+            self.plates = {sites.TRIAL_PLATE: trial_plate(*args, **kwargs)}
+        else:
+            self.plates = self.master().plates
+        return self.plates
+
+    def _global_guide(self, model, init_scale: float) -> AutoGuide:
+        """The part over the model's global sites."""
+        return AutoNormal(model, init_loc_fn=init_to_median, init_scale=init_scale)
+
     def site_distribution(self, index: int, loc: torch.Tensor, scale: torch.Tensor,
                           summary: torch.Tensor) -> dist.TorchDistribution:
         """q of the ``index``-th z0 site given its encoder loc and scale."""
@@ -132,10 +182,15 @@ class AmortizedGuide(PyroModule):
     ) -> dict[str, torch.Tensor]:
         if spikes is None:
             raise ValueError("spikes: an amortized guide needs the observed spikes to encode")
-        summary, sequence = self.encode(spikes, mask, encoder_mask, inputs)
-        num_trials = trial_plate_size(spikes.shape[0], trial_index, num_trials)
+        call = dict(mask=mask, encoder_mask=encoder_mask, inputs=inputs,
+                    trial_index=trial_index, num_trials=num_trials, kl_scale=kl_scale,
+                    n_bins=n_bins)
+        plate = self._create_plates(spikes, **call)[sites.TRIAL_PLATE]
         out = {}
-        with pyro.plate(sites.TRIAL_PLATE, num_trials, subsample=trial_index, dim=-1):
+        if hasattr(self, "global_guide"):
+            out.update(self.global_guide(spikes, **call))
+        summary, sequence = self.encode(spikes, mask, encoder_mask, inputs)
+        with plate:
             with poutine.scale(scale=kl_scale):
                 for i, (name, loc, scale) in enumerate(
                         self._split(self.z0_head(summary), self.z0_sites)):
@@ -189,12 +244,8 @@ class MAPGuide(AmortizedGuide):
     def site_distribution(self, index, loc, scale, summary):
         return dist.Delta(loc).to_event(1)
 
-
-def _trial_plate(spikes=None, *, trial_index=None, num_trials=None, **_):
-    """The model's trial plate with this call's subsample, for Pyro's AutoGuides."""
-    batch = None if spikes is None else spikes.shape[0]
-    size = trial_plate_size(batch, trial_index, num_trials)
-    return pyro.plate(sites.TRIAL_PLATE, size, subsample=trial_index, dim=-1)
+    def _global_guide(self, model, init_scale: float) -> AutoGuide:
+        return AutoDelta(model, init_loc_fn=init_to_median)
 
 
 def per_trial_normal_guide(model: nn.Module, *, init_scale: float = 0.1) -> AutoNormal:
@@ -203,12 +254,29 @@ def per_trial_normal_guide(model: nn.Module, *, init_scale: float = 0.1) -> Auto
     New trials need refitting: use an amortized guide to generalize.
     """
     return AutoNormal(model, init_loc_fn=init_to_median, init_scale=init_scale,
-                      create_plates=_trial_plate)
+                      create_plates=trial_plate)
 
 
 def per_trial_map_guide(model: nn.Module) -> AutoDelta:
     """Per-trial point estimates of the latent sites (AutoDelta, subsampling-aware)."""
-    return AutoDelta(model, init_loc_fn=init_to_median, create_plates=_trial_plate)
+    return AutoDelta(model, init_loc_fn=init_to_median, create_plates=trial_plate)
+
+
+def per_trial_trials(guide) -> int | None:
+    """How many trials a guide's per-trial (non-amortized) parameters describe, read off its
+    prototype; None when it has none (amortized guides, global-site parts) or has not run."""
+    for part in guide.modules():
+        if not isinstance(part, AutoGuide) or isinstance(part, (AmortizedGuide, AutoGuideList,
+                                                                AutoCallable)):
+            continue
+        trace = part.prototype_trace
+        for site in [] if trace is None else trace.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            for frame in site["cond_indep_stack"]:
+                if frame.name == sites.TRIAL_PLATE:
+                    return frame.full_size or frame.size
+    return None
 
 
 GUIDES = {

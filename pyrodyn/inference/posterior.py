@@ -4,7 +4,13 @@ spikes and per-trial log-likelihoods.
 Each draw runs the guide on the observed spikes, then replays the model on that draw. Posterior-
 predictive spikes are sampled from the replayed likelihood, so the model is never conditioned on
 the spikes it predicts while the guide still sees them. Trials go through in batches, so
-thousands of trials fit in memory; amortized guides need no refitting for new trials.
+thousands of trials fit in memory; amortized guides need no refitting for new trials. Global
+sites (``model.global_sites``) are drawn once per draw and shared by every batch of trials.
+
+The same draws through Pyro's own ``Predictive`` (the model must not be conditioned on the
+spikes it predicts, while the guide sees them)::
+
+    Predictive(poutine.uncondition(model), guide=guide, num_samples=100)(**model_args(batch, n))
 
 Example (with a fitted ``model`` and ``guide``)::
 
@@ -15,18 +21,23 @@ Example (with a fitted ``model`` and ``guide``)::
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide import AutoContinuous
 
+from .._isolation import isolated_rng, own_param_store
 from ..data.spikes import SpikeData
 from ..models import sites
+from ..models.base import SpikeModel
+from .export import to_inference_data
+from .guides import per_trial_trials
 from .refine import refine
-from .svi import model_args
+from .traces import model_args, replay
 
 __all__ = ["Posterior", "posterior", "posterior_means"]
 
@@ -41,11 +52,13 @@ class Posterior:
             (sample, trial): log p(observed entries of the trial | draw).
         data: the trials they describe.
         attrs: what produced them (model, guide, ELBO, pyrodyn version).
+        global_sites: names of the draws without a trial axis (sample, ...).
     """
 
     draws: dict[str, np.ndarray]
     data: SpikeData
     attrs: dict[str, Any] = field(default_factory=dict)
+    global_sites: tuple[str, ...] = ()
 
     def mean(self, name: str) -> np.ndarray:
         return self.draws[name].mean(axis=0)
@@ -56,8 +69,6 @@ class Posterior:
 
     def to_inference_data(self, **options):
         """ArviZ InferenceData (see ``pyrodyn.inference.to_inference_data``)."""
-        from .export import to_inference_data
-
         return to_inference_data(self, **options)
 
 
@@ -88,7 +99,7 @@ def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
+def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
               batch_size: int = 256, device: str | torch.device = "cpu",
               include_heldout: bool = False, refine_steps: int = 0,
               seed: int | None = 0) -> Posterior:
@@ -99,36 +110,48 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
         refine_steps: move each trial's posterior centre this many steps toward its mode,
             keeping the guide's spread (``pyrodyn.inference.refine``: closes the amortization
             gap; 0: the guide's posterior as is).
-        seed: seeds the draws (None: use the current random state).
+        seed: seeds the draws, leaving the caller's generators as they were (None: draw from
+            the current random state).
 
     Raises:
-        ValueError: a per-trial guide asked about trials other than those it was fitted on.
+        ValueError: bad arguments, or a per-trial guide asked about trials other than those it
+            was fitted on.
     """
-    if isinstance(guide, AutoGuide):
-        sizes = {v.shape[0] for v in guide.state_dict().values() if v.dim() >= 1}
-        if data.n_trials not in sizes:
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size: must be >= 1, got {num_samples}, "
+                         f"{batch_size}")
+    if not isinstance(model, SpikeModel):
+        raise ValueError(f"model: posterior needs a pyrodyn SpikeModel, got "
+                         f"{type(model).__name__}")
+    fitted_on = per_trial_trials(guide)
+    if fitted_on is not None:
+        if data.n_trials != fitted_on:
             raise ValueError(
-                f"data: a per-trial guide describes only the trials it was fitted on, not "
-                f"these {data.n_trials}; use an amortized guide for new trials")
-    observed = getattr(model, "observed_sites", {sites.SPIKES: slice(None)})
+                f"data: a per-trial guide describes only the {fitted_on} trials it was fitted "
+                f"on, not these {data.n_trials}; use an amortized guide for new trials")
+        if any(isinstance(part, AutoContinuous) for part in guide.modules()):
+            batch_size = data.n_trials  # one joint vector over all trials: no minibatches
+    observed, global_names = model.observed_sites, tuple(model.global_sites)
     model.eval()
     guide.eval()
-    devices = [] if torch.device(device).type == "cpu" else [torch.device(device)]
     parts: dict[str, list[np.ndarray]] = {}
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    shared: list[dict[str, torch.Tensor]] = []  # global sites of each draw, for every batch
+    seeded = isolated_rng(seed, device) if seed is not None else contextlib.nullcontext()
+    with seeded, own_param_store(guide):
         for start in range(0, data.n_trials, batch_size):
             index = np.arange(start, min(start + batch_size, data.n_trials))
             batch = data.to_batch(index, device=device, include_heldout=include_heldout)
             kwargs = model_args(batch, data.n_trials)
             q = refine(model, guide, kwargs, steps=refine_steps) if refine_steps else guide
             draws: dict[str, list[torch.Tensor]] = {}
-            for _ in range(num_samples):
-                guide_trace = poutine.trace(q).get_trace(**kwargs)
-                trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                    **kwargs)
-                values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)}
+            for i in range(num_samples):
+                drawn = poutine.condition(q, data=shared[i]) if i < len(shared) else q
+                guide_trace, trace = replay(model, drawn, kwargs)
+                if i == len(shared):
+                    shared.append({name: guide_trace.nodes[name]["value"]
+                                   for name in global_names})
+                values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)
+                          if name not in global_names}
                 values[sites.SPIKES], values["log_likelihood"] = _predict(
                     trace, observed, batch.spikes)
                 for name, value in values.items():
@@ -136,6 +159,8 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
             for name, values in draws.items():
                 parts.setdefault(name, []).append(torch.stack(values).cpu().numpy())
     stacked = {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items()}
+    for name in global_names:
+        stacked[name] = torch.stack([draw[name] for draw in shared]).cpu().numpy()
     from .. import __version__
 
     attrs = {"model": type(model).__name__, "guide": type(guide).__name__,
@@ -144,7 +169,7 @@ def posterior(model, guide, data: SpikeData, *, num_samples: int = 100,
     solver = getattr(model, "solver", None)
     if solver is not None:  # model time per bin: puts communication strengths per bin
         attrs["step_size"] = solver.step_size
-    return Posterior(stacked, data, attrs)
+    return Posterior(stacked, data, attrs, global_sites=global_names)
 
 
 def posterior_means(model, guide, data: SpikeData, *, num_samples: int = 10,

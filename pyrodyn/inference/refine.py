@@ -20,8 +20,6 @@ Example (with a fitted ``model`` and ``guide``)::
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pyro
@@ -31,6 +29,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from .._isolation import own_param_store
 from ..models import sites
 
 __all__ = ["LocalGuide", "refine"]
@@ -39,10 +38,13 @@ __all__ = ["LocalGuide", "refine"]
 class LocalGuide(nn.Module):
     """A Normal (or, where ``scale`` is None, a point mass) per trial over each latent site, for
     one fixed batch of trials; takes the model's arguments like every pyrodyn guide. Only the
-    centres (``locs``) are parameters."""
+    centres (``locs``) are parameters. Global sites (``fixed``: name -> the guide's
+    distribution) are drawn from the guide's own posterior, outside the trial plate."""
 
-    def __init__(self, init: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]]) -> None:
+    def __init__(self, init: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]],
+                 fixed: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.fixed = dict(fixed or {})
         # Site names may hold dots ("z0.A"), which parameter names may not: keep them apart.
         self.names = list(init)
         self.event_dims = [event_dim for _, _, event_dim in init.values()]
@@ -57,6 +59,8 @@ class LocalGuide(nn.Module):
         return dict(zip(self.names, self.params))
 
     def forward(self, spikes=None, *, trial_index=None, num_trials=None, **_: Any):
+        for name, fn in self.fixed.items():
+            pyro.sample(name, fn)
         batch = self.params[0].shape[0]
         with pyro.plate(sites.TRIAL_PLATE, num_trials or batch, subsample=trial_index, dim=-1):
             for name, loc, scale, event_dim in zip(self.names, self.params, self.scales,
@@ -78,19 +82,6 @@ def _site_moments(fn, num_samples: int = 64) -> tuple[torch.Tensor, torch.Tensor
         return draws.mean(0), draws.std(0)
 
 
-@contextlib.contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Holds a module's weights fixed (no gradients computed for them)."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float = 0.05,
            lr_final: float = 0.1) -> LocalGuide:
     """A ``LocalGuide`` for the trials in ``kwargs`` (one batch's model arguments): ``guide``'s
@@ -102,28 +93,41 @@ def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float 
     """
     if steps < 0:
         raise ValueError(f"refine_steps: must be >= 0, got {steps}")
+    with own_param_store(guide):
+        return _refine(model, guide, kwargs, steps=steps, lr=lr, lr_final=lr_final)
+
+
+def _refine(model, guide, kwargs, *, steps, lr, lr_final) -> LocalGuide:
     with torch.no_grad():
         trace = poutine.trace(guide).get_trace(**kwargs)
-    init = {}
+    init, fixed, centres = {}, {}, {}
     for name, site in trace.nodes.items():
         if (site["type"] != "sample" or site["is_observed"] or site_is_subsample(site)
                 or site["infer"].get("is_auxiliary")):
             continue
         loc, scale = _site_moments(site["fn"])
-        init[name] = (loc, scale, site["fn"].event_dim)
-    local = LocalGuide(init)
+        if any(f.name == sites.TRIAL_PLATE for f in site["cond_indep_stack"]):
+            init[name] = (loc, scale, site["fn"].event_dim)
+        else:  # a global site: its posterior is the guide's, its centre holds still
+            fixed[name], centres[name] = site["fn"], loc
+    local = LocalGuide(init, fixed)
     # Score only the entries the encoder may see: refining on held-out neurons would leak them.
     visible = kwargs.get("encoder_mask")
     scored = dict(kwargs, mask=visible if visible is not None else kwargs.get("mask"),
                   kl_scale=1.0)
-    optimizer = torch.optim.Adam(local.parameters(), lr=lr)
-    conditioned = poutine.condition(model, data=local.locs)  # the same tensors every step
-    with _frozen(model), torch.enable_grad():
-        for step in range(steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr * lr_final ** (step / max(steps - 1, 1))
+    params = list(local.parameters())
+    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_final ** (step / max(steps - 1, 1)))
+    # The same tensors every step; global sites at their posterior centres.
+    conditioned = poutine.condition(model, data={**centres, **local.locs})
+    with torch.enable_grad():
+        for _ in range(steps):
             loss = -poutine.trace(conditioned).get_trace(**scored).log_prob_sum()
-            optimizer.zero_grad()
-            loss.backward()
+            # Gradients of the centres only: the model's weights are left untouched.
+            grads = torch.autograd.grad(loss, params)
+            for param, grad in zip(params, grads):
+                param.grad = grad
             optimizer.step()
+            schedule.step()
     return local.eval()

@@ -1,13 +1,17 @@
 """``fit``: minibatch SVI for any pyrodyn model and guide.
 
 Minibatches over trials (the trial plate scales each minibatch ELBO to the data set), KL warm-up,
-coordinated dropout, gradient clipping, an exponentially decaying learning rate, early stopping
-on the validation objective, checkpoints that resume the exact same run, a time budget, a seed,
-``device=`` and a progress bar that stays quiet when output is not a terminal.
+coordinated dropout, gradient clipping, a learning-rate schedule (exponential decay by default;
+any torch optimizer and scheduler), early stopping on the validation objective, checkpoints that
+resume the exact same run, a time budget, a seed, ``device=`` and a progress bar that stays quiet
+when output is not a terminal.
 
 The run is a pure function of (seed, step): the batch order of each epoch comes from
 ``default_rng([seed, epoch])`` and all other randomness from torch's generator, whose state is
 checkpointed; validation runs on a forked generator so it never changes the training draws.
+The fit seeds only itself: the caller's random generators, thread count and Pyro settings are
+as they were when it returns. It trains the modules' own parameters with a torch optimizer, so
+it works under either value of Pyro's ``module_local_params``.
 
 Example:
     >>> from pyrodyn.data import synthetic
@@ -24,13 +28,13 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,18 +44,28 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide import AutoContinuous, AutoGuide
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..analysis.metrics import bits_per_spike, mean_rates
+from .._isolation import isolated_rng, own_param_store, torch_threads
+from ..analysis.scores import mean_rates, score_rates
 from ..data.spikes import SpikeBatch, SpikeData
 from ..models import sites
+from ..models.base import SpikeModel
 from ..models.readouts import FlowReadout
+from .guides import AmortizedGuide, per_trial_trials, trial_plate
+from .options import FitOptions
+from .state import read_state, write_state
+from .traces import model_args, replay
 
-__all__ = ["fit", "FitResult", "make_elbo", "model_args"]
+__all__ = ["fit", "FitResult", "FitOptions", "make_elbo"]
 
 log = logging.getLogger(__name__)
+
+Optimizer = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+Scheduler = Callable[[torch.optim.Optimizer], Any]
 
 
 @dataclass
@@ -60,7 +74,7 @@ class FitResult:
 
     Attributes:
         losses: training loss (negative ELBO per trial) at every step.
-        valid: validation records ``{"step", "loss", "bits_per_spike"}``.
+        valid: validation records ``{"step", "loss", "bits_per_spike"[, "co_bps", ...]}``.
         best_step: step of the best validation loss (or the last step without validation).
         best_valid_loss: that loss (nan without validation).
         best_state: ``{"model": state_dict, "guide": state_dict}`` at the best step.
@@ -92,24 +106,6 @@ def make_elbo(elbo: str | ELBO = "trace", *, num_particles: int = 1) -> ELBO:
                        max_plate_nesting=1)
 
 
-def model_args(batch: SpikeBatch, num_trials: int, **extra: Any) -> dict[str, Any]:
-    """The keyword arguments every pyrodyn model and guide take, for one batch."""
-    return dict(spikes=batch.spikes, mask=batch.mask, encoder_mask=batch.encoder_mask,
-                inputs=batch.inputs, trial_index=batch.trial_index, num_trials=num_trials,
-                **extra)
-
-
-def _parameters(model: nn.Module, guide: nn.Module, trace) -> list[torch.Tensor]:
-    """Model and guide weights plus any ``pyro.param`` a user's program declares."""
-    found = [*model.parameters(), *guide.parameters()]
-    for site in trace.nodes.values():
-        if site["type"] == "param":
-            value = site["value"]
-            found.append(value.unconstrained() if hasattr(value, "unconstrained") else value)
-    unique = {id(p): p for p in found if p.requires_grad}
-    return list(unique.values())
-
-
 def _batch_indices(n_trials: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     per_epoch = math.ceil(n_trials / batch_size)
     epoch, position = divmod(step, per_epoch)
@@ -117,28 +113,23 @@ def _batch_indices(n_trials: int, batch_size: int, seed: int, step: int) -> np.n
     return np.sort(order[position * batch_size:(position + 1) * batch_size])
 
 
-def _evaluate(elbo, model, guide, data, batch_size, device, null_rates, seed):
-    """Validation: negative ELBO per trial and bits per spike of one posterior draw."""
+def validation_scores(elbo, model, guide, data: SpikeData, *, batch_size: int, device,
+                      null_rates: np.ndarray, seed: int) -> dict[str, float]:
+    """Negative ELBO per trial and ``score_rates`` of one posterior draw per trial."""
     was_training = guide.training, model.training
     guide.eval()
     model.eval()
     total, rates = 0.0, []
-    with torch.no_grad(), _forked_rng(device):
-        torch.manual_seed(seed)
+    with torch.no_grad(), isolated_rng(seed, device):
         for start in range(0, data.n_trials, batch_size):
             index = np.arange(start, min(start + batch_size, data.n_trials))
-            batch = data.to_batch(index, device=device)
-            kwargs = model_args(batch, data.n_trials)
+            kwargs = model_args(data.to_batch(index, device=device), data.n_trials)
             total += float(elbo.loss(model, guide, **kwargs)) * len(index) / data.n_trials
-            guide_trace = poutine.trace(guide).get_trace(**kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                **kwargs)
-            rates.append(model_trace.nodes[sites.RATES]["value"].cpu().numpy())
+            rates.append(replay(model, guide, kwargs)[1].nodes[sites.RATES]["value"].cpu())
     guide.train(was_training[0])
     model.train(was_training[1])
-    mask = data.observed_mask()
-    bps = bits_per_spike(np.concatenate(rates), data.spikes, null_rates=null_rates, mask=mask)
-    return {"loss": total / data.n_trials, "bits_per_spike": bps}
+    scores = score_rates(torch.cat(rates).numpy(), data, null_rates=null_rates)
+    return {"loss": total / data.n_trials, **scores}
 
 
 def _horizon(curriculum: tuple[int, int], step: int, n_bins: int) -> int:
@@ -149,18 +140,8 @@ def _horizon(curriculum: tuple[int, int], step: int, n_bins: int) -> int:
 
 def _first_bins(batch: SpikeBatch, n_bins: int) -> SpikeBatch:
     cut = lambda x: None if x is None else x[:, :n_bins]  # noqa: E731
-    return SpikeBatch(cut(batch.spikes), cut(batch.mask), cut(batch.inputs), batch.trial_index)
-
-
-@contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return SpikeBatch(cut(batch.spikes), cut(batch.mask), cut(batch.inputs), batch.trial_index,
+                      cut(batch.encoder_mask))
 
 
 def _get_rng(device) -> dict[str, torch.Tensor]:
@@ -176,105 +157,52 @@ def _set_rng(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _forked_rng(device):
-    """Random draws inside do not change the training generators."""
-    devices = [] if torch.device(device).type == "cpu" else [torch.device(device)]
-    return torch.random.fork_rng(devices=devices)
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)  # never leave a half-written checkpoint behind
-
-
 def fit(
     model: nn.Module,
     guide: nn.Module,
     train: SpikeData,
     *,
     valid: SpikeData | None = None,
-    steps: int = 2000,
-    batch_size: int = 256,
-    lr: float = 1e-2,
-    lr_final: float = 0.1,
-    weight_decay: float = 1e-5,
-    clip_norm: float = 10.0,
-    kl_warmup: int = 0,
-    readout_warmup: int = 0,
-    coordinated_dropout: float = 0.0,
-    curriculum: tuple[int, int] | None = None,
-    elbo: str | ELBO = "trace",
-    num_particles: int = 1,
-    eval_every: int = 100,
-    patience: int | None = None,
-    restore_best: bool = True,
+    options: FitOptions | None = None,
+    optimizer: Optimizer | None = None,
+    scheduler: Scheduler | None = None,
     checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 200,
-    resume: bool = True,
-    time_budget: float | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    num_threads: int | None = 1,
-    init_from_data: bool = True,
     progress: bool | None = None,
+    **changes: Any,
 ) -> FitResult:
     """Fits ``model`` and ``guide`` to the training trials by stochastic variational inference.
 
     Args:
-        model, guide: a pyrodyn model (or any Pyro program with pyrodyn's arguments) and a
-            guide with the same arguments.
+        model, guide: a pyrodyn model (a ``SpikeModel``) and any guide taking its arguments:
+            pyrodyn's, Pyro's AutoGuides (their trial plate is set to the model's minibatch),
+            an ``AutoGuideList`` built with ``create_plates=trial_plate``, or your own.
         train: training trials; held-out neurons and masked entries are never scored.
         valid: validation trials for early stopping and the validation record.
-        steps: optimizer steps (minibatches).
-        batch_size: trials per step.
-        lr, lr_final: initial learning rate, decayed exponentially to ``lr * lr_final``.
-        weight_decay: L2 penalty on every weight (Adam).
-        clip_norm: gradient norm clipping.
-        kl_warmup: steps over which the latent sites' weight ramps from 0 to 1.
-        readout_warmup: steps during which flow readouts apply only their linear lift, so the
-            dynamics settle in coordinates the readout maps linearly before it may bend.
-        coordinated_dropout: fraction of entries hidden from the encoder and scored only there.
-        curriculum: ``(start, steps)``: fit only the first ``start`` bins of each trial at
-            first and grow to all bins over ``steps`` steps (ODIN's trick for chaotic data:
-            long horizons are hard to fit from the start, and short ones are cheap).
-        elbo: "trace", "meanfield" or a Pyro ELBO; ``num_particles`` > 1 vectorizes particles.
-        eval_every: steps between validations; ``patience`` evaluations without improvement
-            stop the fit early; ``restore_best`` loads the best state at the end.
+        options: a ``FitOptions``; keyword arguments (``steps=...``) replace its fields.
+        optimizer: ``params -> torch.optim.Optimizer`` (e.g. ``lambda p: torch.optim.SGD(p,
+            lr=0.1)``; default Adam with ``lr`` and ``weight_decay``).
+        scheduler: ``optimizer -> torch LR scheduler``, stepped once per step (default:
+            exponential decay from ``lr`` to ``lr * lr_final`` over ``steps``).
         checkpoint: file to save to every ``checkpoint_every`` steps, at the end and when the
             fit is interrupted; with ``resume`` an existing file continues the same run.
-        time_budget: seconds of fitting after which to stop.
-        seed: seeds everything; same seed, data and settings give the same loss history.
-        device: "cpu" or "cuda".
-        num_threads: torch threads during the fit (1 is fastest for small models on few cores;
-            None leaves torch's setting).
-        init_from_data: start the readout at each neuron's mean rate.
         progress: show a progress bar (default: when stderr is a terminal).
 
     Raises:
-        ValueError: bad options; FloatingPointError: the loss became NaN or inf.
+        ValueError: bad options or a guide that cannot follow the minibatches;
+        FloatingPointError: the loss became NaN or inf.
     """
-    _check_options(model, guide, train, valid, steps=steps, batch_size=batch_size,
-                   eval_every=eval_every, checkpoint_every=checkpoint_every, lr=lr,
-                   lr_final=lr_final, coordinated_dropout=coordinated_dropout,
-                   curriculum=curriculum)
-    options = dict(steps=steps, batch_size=min(batch_size, train.n_trials), lr=lr,
-                   lr_final=lr_final, weight_decay=weight_decay, clip_norm=clip_norm,
-                   kl_warmup=kl_warmup, readout_warmup=readout_warmup,
-                   coordinated_dropout=coordinated_dropout,
-                   curriculum=curriculum, eval_every=eval_every, patience=patience,
-                   checkpoint_every=checkpoint_every, time_budget=time_budget, seed=seed,
-                   device=device)
-    with _torch_threads(num_threads):
-        run = _Run(model, guide, train, valid, make_elbo(elbo, num_particles=num_particles),
-                   checkpoint=None if checkpoint is None else Path(checkpoint), resume=resume,
-                   init_from_data=init_from_data, **options)
+    o = (options or FitOptions()).replace(**changes)
+    o = o.replace(batch_size=min(o.batch_size, train.n_trials))
+    _check_data(model, guide, train, valid)
+    _follow_minibatches(guide)
+    with torch_threads(o.num_threads), isolated_rng(o.seed, o.device), own_param_store(guide):
+        run = _Run(model, guide, train, valid, o, optimizer=optimizer, scheduler=scheduler,
+                   checkpoint=None if checkpoint is None else Path(checkpoint))
         try:
             result = run.train(progress=sys.stderr.isatty() if progress is None else progress)
         finally:  # an interrupted warm-up must not leave the readout affine
             _linear_readouts(model, False)
-    if restore_best and result.best_state:
+    if o.restore_best and result.best_state:
         model.load_state_dict(result.best_state["model"])
         guide.load_state_dict(result.best_state["guide"])
     model.eval()
@@ -288,67 +216,119 @@ def _linear_readouts(model: nn.Module, linear: bool) -> None:
             module.linear_only = linear
 
 
-def _check_options(model, guide, train, valid, *, steps, batch_size, eval_every,
-                   checkpoint_every, lr, lr_final, coordinated_dropout, curriculum) -> None:
-    if min(steps, batch_size, eval_every, checkpoint_every) < 1:
-        raise ValueError("steps, batch_size, eval_every and checkpoint_every must be >= 1")
-    if not 0 <= coordinated_dropout < 1:
-        raise ValueError(f"coordinated_dropout: must be in [0, 1), got {coordinated_dropout}")
-    if curriculum is not None and (curriculum[0] < 1 or curriculum[1] < 0):
-        raise ValueError(f"curriculum: expected (start bins >= 1, steps >= 0), got {curriculum}")
-    if lr <= 0 or not 0 < lr_final <= 1:
-        raise ValueError(f"lr must be > 0 and lr_final in (0, 1], got {lr}, {lr_final}")
-    n_neurons = getattr(model, "n_neurons", train.n_neurons)
+def _check_data(model, guide, train, valid) -> None:
+    if not isinstance(model, SpikeModel):
+        raise ValueError(f"model: fit needs a pyrodyn SpikeModel (subclass "
+                         f"pyrodyn.models.SpikeModel), got {type(model).__name__}")
     for name, data in (("train", train), ("valid", valid)):
-        if data is not None and data.n_neurons != n_neurons:
+        if data is not None and data.n_neurons != model.n_neurons:
+            raise ValueError(f"{name}: has {data.n_neurons} neurons but the model was built "
+                             f"for {model.n_neurons}")
+
+
+def _follow_minibatches(guide) -> None:
+    """An AutoGuide that draws its own trial subsample would score other trials than the
+    model: give it the model's minibatch (before its parameters exist)."""
+    if isinstance(guide, AutoGuide) and not isinstance(guide, AmortizedGuide) \
+            and guide.master is None and guide.create_plates is None:
+        if guide.prototype_trace is not None:
+            raise ValueError(f"guide: this {type(guide).__name__} was already run with its own "
+                             "trial plate; build it with create_plates=trial_plate")
+        guide.create_plates = trial_plate
+
+
+def _check_guide(guide, model_kwargs, guide_trace, n_trials, batch_size, valid) -> None:
+    """After the first call: the guide drew the model's trials and can follow minibatches."""
+    drawn = guide_trace.nodes.get(sites.TRIAL_PLATE)
+    if drawn is not None and not torch.equal(drawn["value"].cpu(),
+                                             model_kwargs["trial_index"].cpu()):
+        raise ValueError("guide: its trial plate drew other trials than the model's minibatch; "
+                         "build it with create_plates=pyrodyn.inference.trial_plate")
+    for part in guide.modules():
+        if isinstance(part, AutoContinuous) and batch_size < n_trials and part.prototype_trace \
+                is not None and _has_trial_sites(part.prototype_trace):
             raise ValueError(
-                f"{name}: has {data.n_neurons} neurons but the model was built for {n_neurons}")
-    if valid is not None and isinstance(guide, AutoGuide):
-        raise ValueError(
-            "valid: a per-trial (non-amortized) guide has no posterior for other trials; "
-            "use an amortized guide to validate, or pass valid=None")
+                f"guide: {type(part).__name__} joins every trial's latents in one vector and "
+                f"cannot follow minibatches of {batch_size} of {n_trials} trials; use "
+                f"batch_size={n_trials} (or more), or AutoNormal / an amortized guide")
+    if valid is not None and per_trial_trials(guide) is not None:
+        raise ValueError("valid: a per-trial (non-amortized) guide has no posterior for other "
+                         "trials; use an amortized guide to validate, or pass valid=None")
+
+
+def _has_trial_sites(trace) -> bool:
+    return any(site["type"] == "sample" and not site_is_subsample(site)
+               and any(f.name == sites.TRIAL_PLATE for f in site["cond_indep_stack"])
+               for site in trace.nodes.values())
+
+
+def _parameters(model: nn.Module, guide: nn.Module, trace) -> tuple[list, list]:
+    """(model and guide weights, other ``pyro.param`` tensors a user's program declares)."""
+    own = {id(p): p for p in [*model.parameters(), *guide.parameters()] if p.requires_grad}
+    extra = {}
+    for site in trace.nodes.values():
+        if site["type"] == "param":
+            value = site["value"]
+            value = value.unconstrained() if hasattr(value, "unconstrained") else value
+            if value.requires_grad and id(value) not in own:
+                extra[id(value)] = value
+    return list(own.values()), list(extra.values())
 
 
 class _Run:
     """One fit's mutable state: optimizer, history, early-stopping counter, generator state."""
 
-    def __init__(self, model, guide, train, valid, elbo, *, checkpoint, resume, init_from_data,
-                 **options) -> None:
+    def __init__(self, model, guide, train, valid, options: FitOptions, *, optimizer,
+                 scheduler, checkpoint) -> None:
         self.model, self.guide, self.train_data, self.valid = model, guide, train, valid
-        self.elbo, self.checkpoint = elbo, checkpoint
-        self.o = _Options(**options)
-        resuming = bool(checkpoint and resume and checkpoint.exists())
-        model.to(self.o.device)
-        guide.to(self.o.device)
+        self.o, self.checkpoint = options, checkpoint
+        self.elbo = make_elbo(options.elbo, num_particles=options.num_particles)
+        o = options
+        resuming = bool(checkpoint and o.resume and checkpoint.exists())
+        model.to(o.device)
+        guide.to(o.device)
         model.train()
         guide.train()
         self.null_rates = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
-        pyro.set_rng_seed(self.o.seed)
-        # Multi-area models start every area's readout; single-area ones their one readout.
-        starts = model if hasattr(model, "init_bias") else getattr(model, "readout", None)
-        if init_from_data and not resuming and hasattr(starts, "init_bias"):
-            starts.init_bias(torch.as_tensor(self.null_rates, dtype=torch.float32))
+        if o.init_from_data and not resuming:
+            model.init_bias(torch.as_tensor(self.null_rates, dtype=torch.float32,
+                                            device=o.device))
         # Lazily created parameters (AutoGuides) exist only after a first call.
-        with _forked_rng(self.o.device), pyro.validation_enabled(False):
+        kwargs = self.step_args(0)
+        with isolated_rng(None, o.device), torch.no_grad(), pyro.validation_enabled(False):
             with poutine.trace(param_only=True) as capture:
-                elbo.differentiable_loss(model, guide, **self.step_args(0))
-        self.params = _parameters(model, guide, capture.trace)
-        self.optimizer = torch.optim.Adam(self.params, lr=self.o.lr,
-                                          weight_decay=self.o.weight_decay)
+                guide_trace = poutine.trace(guide).get_trace(**kwargs)
+                poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**kwargs)
+        _check_guide(guide, kwargs, guide_trace, train.n_trials, o.batch_size, valid)
+        own, self.extra = _parameters(model, guide, capture.trace)
+        self.params = own + self.extra
+        self.optimizer = (optimizer or self._adam)(self.params)
+        self.scheduler = (scheduler or self._decay)(self.optimizer)
         self.result, self.bad_evals = FitResult(), 0
         if resuming:
-            self._restore(torch.load(checkpoint, map_location=self.o.device, weights_only=False))
+            self._restore(read_state(checkpoint, device=o.device))
         # The generator state at the start of the next step to run: a checkpoint written when
         # a step fails half-way must not record the draws that step already made.
-        self.rng_state = _get_rng(self.o.device)
+        self.rng_state = _get_rng(o.device)
+
+    def _adam(self, params):
+        return torch.optim.Adam(params, lr=self.o.lr, weight_decay=self.o.weight_decay)
+
+    def _decay(self, optimizer):
+        steps, final = self.o.steps, self.o.lr_final
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: final ** (min(step, steps - 1) / max(steps - 1, 1)))
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.guide.load_state_dict(state["guide"])
+        with torch.no_grad():
+            for tensor, saved in zip(self.extra, state["extra_params"]):
+                tensor.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
-        pyro.get_param_store().set_state(state["param_store"])
+        self.scheduler.load_state_dict(state["scheduler"])
         _set_rng(state["rng"])
-        self.result, self.bad_evals = state["result"], state["bad_evals"]
+        self.result, self.bad_evals = FitResult(**state["result"]), state["bad_evals"]
         self.result.stop_reason = "steps"
         log.info("resumed %s at step %d", self.checkpoint, self.result.steps)
 
@@ -383,20 +363,23 @@ class _Run:
         return loss / self.train_data.n_trials
 
     def snapshot(self) -> dict[str, Any]:
+        """Tensors, numbers, lists and dicts only: loadable with ``weights_only=True``."""
         return dict(model=self.model.state_dict(), guide=self.guide.state_dict(),
-                    optimizer=self.optimizer.state_dict(),
-                    param_store=pyro.get_param_store().get_state(), rng=self.rng_state,
-                    result=self.result, bad_evals=self.bad_evals)
+                    extra_params=[t.detach() for t in self.extra],
+                    optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                    rng=self.rng_state, result=dataclasses.asdict(self.result),
+                    bad_evals=self.bad_evals)
 
     def save(self) -> None:
         if self.checkpoint:
-            _save_checkpoint(self.checkpoint, self.snapshot())
+            write_state(self.checkpoint, self.snapshot())
 
     def validate(self, done: int) -> bool:
         """Records validation; True when early stopping says stop."""
         o, result = self.o, self.result
-        record = _evaluate(self.elbo, self.model, self.guide, self.valid, o.batch_size, o.device,
-                           self.null_rates, o.seed)
+        record = validation_scores(self.elbo, self.model, self.guide, self.valid,
+                                   batch_size=o.batch_size, device=o.device,
+                                   null_rates=self.null_rates, seed=o.seed)
         result.valid.append({"step": done, **record})
         if record["loss"] < result.best_valid_loss:
             result.best_valid_loss, result.best_step, self.bad_evals = record["loss"], done, 0
@@ -418,8 +401,6 @@ class _Run:
                 if o.time_budget is not None and result.elapsed >= o.time_budget:
                     result.stop_reason = "time_budget"
                     break
-                for group in self.optimizer.param_groups:
-                    group["lr"] = o.lr * o.lr_final ** (step / max(o.steps - 1, 1))
                 if o.readout_warmup:
                     _linear_readouts(self.model, step < o.readout_warmup)
                 loss = self.loss(step)
@@ -427,6 +408,7 @@ class _Run:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.params, o.clip_norm)
                 self.optimizer.step()
+                self.scheduler.step()
                 result.losses.append(loss.item())
                 self.rng_state = _get_rng(o.device)
                 result.elapsed = elapsed_before + time.perf_counter() - clock
@@ -456,23 +438,3 @@ class _Run:
             result.best_state = self._states()
         self.save()
         return result
-
-
-@dataclass(frozen=True)
-class _Options:
-    steps: int
-    batch_size: int
-    lr: float
-    lr_final: float
-    weight_decay: float
-    clip_norm: float
-    kl_warmup: int
-    readout_warmup: int
-    coordinated_dropout: float
-    curriculum: tuple[int, int] | None
-    eval_every: int
-    patience: int | None
-    checkpoint_every: int
-    time_budget: float | None
-    seed: int
-    device: str | torch.device

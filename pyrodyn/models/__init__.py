@@ -6,6 +6,7 @@ Example:
 """
 
 from . import sites
+from .base import SpikeModel
 from .communication import CHANNELS, Channel, CoupledField, LowRankChannel, MLPChannel
 from .dynamics import (
     FIELDS,
@@ -39,7 +40,7 @@ from .readouts import (
 from .solver import ODESolver
 
 __all__ = [
-    "LatentODEModel", "MultiAreaModel",
+    "SpikeModel", "LatentODEModel", "MultiAreaModel",
     "Channel", "LowRankChannel", "MLPChannel", "CHANNELS", "CoupledField",
     "VectorField", "MLPField", "LinearField", "LowRankRNNField", "GRUTransition", "FIELDS",
     "build_field",

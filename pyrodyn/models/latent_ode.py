@@ -25,65 +25,19 @@ from __future__ import annotations
 import pyro
 import torch
 from pyro import poutine
-from pyro.nn import PyroModule
 
 from . import sites
+from .base import SpikeModel, record
 from .dynamics import VectorField, build_field
 from .likelihoods import Likelihood, build_likelihood
 from .priors import AR1Prior, InitialStatePrior
 from .readouts import Readout, build_readout
 from .solver import ODESolver
 
-__all__ = ["LatentODEModel", "trial_plate_size", "check_call"]
+__all__ = ["LatentODEModel"]
 
 
-def trial_plate_size(batch: int | None, trial_index: torch.Tensor | None,
-                     num_trials: int | None) -> int:
-    """The trial plate's full size, checking that a minibatch says which trials it holds."""
-    if trial_index is not None:
-        if batch is not None and len(trial_index) != batch:
-            raise ValueError(
-                f"trial_index: {len(trial_index)} indices for a batch of {batch} trials")
-        return num_trials or len(trial_index)
-    if batch is None:
-        if num_trials is None:
-            raise ValueError("num_trials: needed when neither spikes nor trial_index is given")
-        return num_trials
-    if num_trials is not None and num_trials != batch:
-        raise ValueError(
-            f"trial_index: a batch of {batch} of {num_trials} trials needs the trials' indices")
-    return batch
-
-
-def check_call(spikes: torch.Tensor | None, inputs: torch.Tensor | None, n_bins: int | None,
-               n_neurons: int, external_input_dim: int) -> tuple[int | None, int]:
-    """Validates what a model call receives; returns (batch size or None, bins)."""
-    if spikes is not None:
-        if spikes.dim() != 3 or spikes.shape[-1] != n_neurons:
-            raise ValueError(
-                f"spikes: expected (trial, time, {n_neurons}) for this model, got "
-                f"{tuple(spikes.shape)}")
-        batch, n_bins = spikes.shape[0], spikes.shape[1]
-    else:
-        batch = None
-    if external_input_dim:
-        if inputs is None:
-            raise ValueError(
-                f"inputs: the model takes {external_input_dim} external input channels "
-                "but none were given")
-        if inputs.shape[-1] != external_input_dim or (
-                n_bins is not None and inputs.shape[-2] != n_bins):
-            raise ValueError(
-                f"inputs: expected (trial, {n_bins}, {external_input_dim}), got "
-                f"{tuple(inputs.shape)}")
-        batch = inputs.shape[0] if batch is None else batch
-        n_bins = inputs.shape[-2] if n_bins is None else n_bins
-    if n_bins is None:
-        raise ValueError("n_bins: needed when no spikes are given")
-    return batch, n_bins
-
-
-class LatentODEModel(PyroModule):
+class LatentODEModel(SpikeModel):
     """Latent neural-ODE model of spike counts.
 
     Args:
@@ -160,48 +114,20 @@ class LatentODEModel(PyroModule):
 
     @property
     def z0_sites(self) -> dict[str, int]:
-        """Initial-state sites and their dimensions (what a guide must sample)."""
         return {sites.Z0: self.latent_dim}
 
     @property
     def input_sites(self) -> dict[str, int]:
-        """Inferred-input sites and their channels (what a guide must sample)."""
         return {sites.INPUTS: self.inferred_input_dim} if self.inferred_input_dim else {}
 
-    @property
-    def observed_sites(self) -> dict[str, slice]:
-        """Observation sites and the neurons (columns of ``spikes``) each one scores."""
-        return {sites.SPIKES: slice(None)}
+    def init_bias(self, mean_counts: torch.Tensor) -> None:
+        if hasattr(self.readout, "init_bias"):
+            self.readout.init_bias(mean_counts)
 
     # ----------------------------------------------------------------- model
-    def forward(
-        self,
-        spikes: torch.Tensor | None = None,
-        *,
-        mask: torch.Tensor | None = None,
-        encoder_mask: torch.Tensor | None = None,
-        inputs: torch.Tensor | None = None,
-        trial_index: torch.Tensor | None = None,
-        num_trials: int | None = None,
-        kl_scale: float = 1.0,
-        n_bins: int | None = None,
-    ) -> torch.Tensor:
-        """The generative program; returns the latent trajectories.
-
-        Args:
-            spikes: observed counts (trial, time, neuron) of this minibatch, or None to draw.
-            mask: True where an entry is scored (default: all).
-            encoder_mask: what the guide's encoder may see (unused by the model).
-            inputs: external inputs (trial, time, input).
-            trial_index: indices of this minibatch's trials among ``num_trials``.
-            num_trials: size of the whole data set (scales the minibatch ELBO).
-            kl_scale: weight of the latent sites' log-densities (KL warm-up).
-            n_bins: number of bins when ``spikes`` is None.
-        """
-        batch, n_bins = check_call(spikes, inputs, n_bins, self.n_neurons,
-                                   self.external_input_dim)
-        num_trials = trial_plate_size(batch, trial_index, num_trials)
-        with pyro.plate(sites.TRIAL_PLATE, num_trials, subsample=trial_index, dim=-1):
+    def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
+        """One minibatch's program (see the module docstring); ``forward`` checks the call."""
+        with plate:
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample(sites.Z0, self.z0_prior())
                 inferred = None
@@ -210,23 +136,14 @@ class LatentODEModel(PyroModule):
                         n_bins, self.inferred_input_dim, tau=self.input_tau,
                         scale=self.input_scale, device=z0.device))
             latents = self.solve(z0, n_bins, self._field_inputs(inputs, inferred))
-            pyro.deterministic(sites.LATENTS, latents, event_dim=2)
+            record(sites.LATENTS, latents, event_dim=2)
             output = self.log_rates(latents)
-            pyro.deterministic(sites.RATES, self.likelihood.mean(output), event_dim=2)
+            record(sites.RATES, self.likelihood.mean(output), event_dim=2)
             likelihood = self.likelihood.distribution(output)
             if mask is not None:
                 likelihood = likelihood.mask(mask)
             pyro.sample(sites.SPIKES, likelihood.to_event(2), obs=spikes)
         return latents
-
-    @torch.no_grad()
-    def simulate(self, n_trials: int, n_bins: int, *,
-                 inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Draws trials from the prior: {"z0", "latents", "rates", "spikes"[, "inputs"]}."""
-        trace = poutine.trace(self).get_trace(None, inputs=inputs, num_trials=n_trials,
-                                              n_bins=n_bins)
-        names = [sites.Z0, sites.INPUTS, sites.LATENTS, sites.RATES, sites.SPIKES]
-        return {name: trace.nodes[name]["value"] for name in names if name in trace.nodes}
 
     def extra_repr(self) -> str:
         return (f"n_neurons={self.n_neurons}, latent_dim={self.latent_dim}, "

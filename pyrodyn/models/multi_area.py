@@ -34,13 +34,12 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.nn import PyroModule
 from torch import nn
 
 from . import sites
+from .base import SpikeModel, record
 from .communication import CoupledField, build_channel, channel_name
 from .dynamics import VectorField, build_field
-from .latent_ode import check_call, trial_plate_size
 from .likelihoods import build_likelihood
 from .priors import AR1Prior, InitialStatePrior
 from .readouts import build_readout
@@ -65,7 +64,7 @@ def _per_area(value, areas: list[str], name: str) -> dict:
     return {a: value for a in areas}
 
 
-class MultiAreaModel(PyroModule):
+class MultiAreaModel(SpikeModel):
     """Latent ODEs per area with explicit low-rank (or MLP) communication between them.
 
     Args:
@@ -224,24 +223,10 @@ class MultiAreaModel(PyroModule):
         return -self.coupling_prior * torch.stack(gains).sum()
 
     # ----------------------------------------------------------------- model
-    def forward(
-        self,
-        spikes: torch.Tensor | None = None,
-        *,
-        mask: torch.Tensor | None = None,
-        encoder_mask: torch.Tensor | None = None,
-        inputs: torch.Tensor | None = None,
-        trial_index: torch.Tensor | None = None,
-        num_trials: int | None = None,
-        kl_scale: float = 1.0,
-        n_bins: int | None = None,
-    ) -> torch.Tensor:
-        """The generative program (arguments as ``LatentODEModel.forward``); returns latents."""
-        batch, n_bins = check_call(spikes, inputs, n_bins, self.n_neurons,
-                                   self.external_input_dim)
-        num_trials = trial_plate_size(batch, trial_index, num_trials)
+    def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
+        """One minibatch's program (see the module docstring); ``forward`` checks the call."""
         pyro.factor("coupling_prior", self.coupling_log_prior())
-        with pyro.plate(sites.TRIAL_PLATE, num_trials, subsample=trial_index, dim=-1):
+        with plate:
             with poutine.scale(scale=kl_scale):
                 z0 = [pyro.sample(area_site(sites.Z0, a), self.z0_priors[a]())
                       for a in self.areas]
@@ -253,12 +238,12 @@ class MultiAreaModel(PyroModule):
             z0 = _broadcast_cat(z0)
             u = _broadcast_cat(field_inputs) if field_inputs else None
             latents = self.solver(self.field, z0, n_bins, u)
-            pyro.deterministic(sites.LATENTS, latents, event_dim=2)
+            record(sites.LATENTS, latents, event_dim=2)
             for name, signal in self.field.communication(latents).items():
-                pyro.deterministic(f"{COMM}.{name}", signal, event_dim=2)
+                record(f"{COMM}.{name}", signal, event_dim=2)
             rates = []
             for area, z in self.field.split(latents).items():
-                pyro.deterministic(area_site(sites.LATENTS, area), z, event_dim=2)
+                record(area_site(sites.LATENTS, area), z, event_dim=2)
                 output = self.readouts[area](z)
                 rates.append(self.likelihoods[area].mean(output))
                 likelihood = self.likelihoods[area].distribution(output)
@@ -267,23 +252,8 @@ class MultiAreaModel(PyroModule):
                     likelihood = likelihood.mask(mask[..., neurons])
                 pyro.sample(area_site(sites.SPIKES, area), likelihood.to_event(2),
                             obs=None if spikes is None else spikes[..., neurons])
-            pyro.deterministic(sites.RATES, torch.cat(rates, -1)[..., self._neuron_order],
-                               event_dim=2)
+            record(sites.RATES, torch.cat(rates, -1)[..., self._neuron_order], event_dim=2)
         return latents
-
-    @torch.no_grad()
-    def simulate(self, n_trials: int, n_bins: int, *,
-                 inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Draws trials from the prior: z0/latents per area, "latents", "rates", "spikes"
-        (every neuron, data order) and each "comm.A<-B"."""
-        trace = poutine.trace(self).get_trace(None, inputs=inputs, num_trials=n_trials,
-                                              n_bins=n_bins)
-        out = {name: site["value"] for name, site in trace.nodes.items()
-               if site["type"] == "sample" and name not in ("coupling_prior", sites.TRIAL_PLATE)
-               and not name.startswith(f"{sites.SPIKES}.")}
-        spikes = torch.cat([trace.nodes[name]["value"] for name in self.observed_sites], -1)
-        out[sites.SPIKES] = spikes[..., self._neuron_order]
-        return out
 
     def extra_repr(self) -> str:
         return (f"areas={ {a: self.area_size(a) for a in self.areas} }, "

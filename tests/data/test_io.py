@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pyrodyn import SpikeData, load
-from pyrodyn.data import synthetic
+from pyrodyn.data import save, synthetic
 
 SYNTHETIC_FIELDS = ("spikes", "neuron_ids", "trial_ids", "split", "heldout_neurons", "inputs")
 
@@ -42,7 +42,7 @@ def test_save_load_round_trip_is_exact(tmp_path, suffix, make):
     data = make().with_split(valid=0.25, test=0.25, seed=0).with_heldout_neurons(1, seed=0)
     data.meta["note"] = "round trip"
     path = tmp_path / f"data{suffix}"
-    data.save(path)
+    save(data, path)
     loaded = load(path)
     data.meta["source"] = str(path)  # load records where the data came from
     assert_same(data, loaded)
@@ -50,7 +50,7 @@ def test_save_load_round_trip_is_exact(tmp_path, suffix, make):
 
 def test_loaded_truth_rebuilds_the_vector_field(tmp_path):
     data = synthetic.lorenz(n_trials=3, n_bins=10, n_neurons=4, seed=0)
-    data.save(tmp_path / "l.npz")
+    save(data, tmp_path / "l.npz")
     field = load(tmp_path / "l.npz").truth.vector_field
     z = data.truth.latents[0]
     assert np.array_equal(field(z), data.truth.vector_field(z))

@@ -104,7 +104,7 @@ def test_per_trial_guides_refuse_new_trials(fitted):
     data, model, _ = fitted
     guide = build_guide("per_trial_normal", model)
     fit(model, guide, data.select("train"), steps=2, progress=False)
-    with pytest.raises(ValueError, match="per-trial guide describes only the trials"):
+    with pytest.raises(ValueError, match="only the 24 trials it was fitted on, not these 8"):
         posterior(model, guide, data.select("test"), num_samples=2)
 
 

@@ -40,19 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from ..data import synthetic
-from ..data.spikes import SpikeData
-from .fixed_points import attractor_shape, find_fixed_points
-from .metrics import (
-    apply_affine,
-    bits_per_spike,
-    co_bps,
-    fit_affine,
-    match_fixed_points,
-    mean_rates,
-    rate_r2,
-    state_r2,
-)
+from ._isolation import torch_threads
+from .analysis.fixed_points import as_numpy_field, attractor_shape, find_fixed_points
+from .analysis.metrics import apply_affine, fit_affine, match_fixed_points, mean_rates, state_r2
+from .analysis.scores import score_rates
+from .data import synthetic
+from .data.spikes import SpikeData
 
 __all__ = ["FittedMethod", "BenchmarkPreset", "PRESETS", "SYSTEMS", "pyrodyn_method",
            "BUILTIN_METHODS", "score_method", "run_benchmark", "summarize", "markdown_table",
@@ -122,15 +115,15 @@ def pyrodyn_method(**config: Any) -> Method:
 
     def method(train: SpikeData, valid: SpikeData, seed: int, *, steps: int = 600,
                time_budget: float | None = None) -> FittedMethod:
-        from ..config import RunConfig, build_run
-        from ..inference import fit, posterior
+        from .config import RunConfig, build_run
+        from .inference import fit, posterior
 
         dim = train.truth.latents.shape[-1]
         options = {"steps": steps, "time_budget": time_budget, "kl_warmup": steps // 2,
                    "curriculum": [10, steps // 2], **config, "seed": seed, "latent_dim": dim}
         run = RunConfig(**options)
         model, guide = build_run(run, train)
-        fit(model, guide, train, valid=valid, progress=False, **run.fit_options())
+        fit(model, guide, train, valid=valid, progress=False, options=run.fit_options())
 
         def draws(data: SpikeData):
             return posterior(model, guide, data, num_samples=10)
@@ -173,15 +166,8 @@ def score_method(fitted: FittedMethod, train: SpikeData, test: SpikeData, *,
     scores: dict[str, float] = {"state_r2_true_to_inferred": both.true_to_inferred,
                                 "state_r2_inferred_to_true": both.inferred_to_true}
     if fitted.rates is not None:
-        rates = fitted.rates(test)
         null = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
-        heldin = test.heldin_neurons
-        scores["bits_per_spike"] = bits_per_spike(rates[..., heldin], test.spikes[..., heldin],
-                                                  null_rates=null[heldin])
-        if test.heldout_neurons.size:
-            held = test.heldout_neurons
-            scores["co_bps"] = co_bps(rates, test.spikes, held, null_rates=null[held])
-        scores["rate_r2"] = rate_r2(rates, truth.rates)
+        scores.update(score_rates(fitted.rates(test), test, null_rates=null))
     to_true = fit_affine(inferred_train, train.truth.latents)
     extras: dict[str, Any] = {"inferred_test": apply_affine(inferred_test, to_true),
                               "true_test": truth.latents, "found": None}
@@ -230,8 +216,6 @@ def _fixed_point_scores(fitted, inferred_train, train, to_true, system, n_starts
 
 
 def _speeds(fitted: FittedMethod, states: np.ndarray) -> np.ndarray:
-    from .fixed_points import as_numpy_field
-
     f = as_numpy_field(fitted.field)
     values = f(states)
     return values - states if fitted.discrete else values
@@ -240,10 +224,11 @@ def _speeds(fitted: FittedMethod, states: np.ndarray) -> np.ndarray:
 def run_cell(system: str, embedding: str, method: str | Method, seed: int,
              preset: BenchmarkPreset, *, num_threads: int | None = 1) -> dict[str, Any]:
     """Fits and scores one (system, embedding, method, seed) cell; returns its row."""
-    import torch
+    with torch_threads(num_threads):
+        return _run_cell(system, embedding, method, seed, preset)
 
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+
+def _run_cell(system, embedding, method, seed, preset) -> dict[str, Any]:
     data = make_data(system, embedding, seed, preset)
     train, valid, test = data.select("train"), data.select("valid"), data.select("test")
     name = method if isinstance(method, str) else getattr(method, "__name__", "method")
@@ -387,7 +372,7 @@ def plot_phase_portraits(results: Sequence[dict[str, Any]], out: Path) -> list[P
     """Per (system, embedding), first seed: the true phase portrait with its fixed points, and
     each method's inferred test trajectories and found fixed points in true coordinates
     (first two dimensions)."""
-    from .. import plots
+    from . import plots
 
     plt = plots.plt
     by_system: dict[tuple, list] = {}

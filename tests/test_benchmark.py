@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from pyrodyn.analysis.benchmark import (
+from pyrodyn.benchmark import (
     PRESETS,
     FittedMethod,
     make_data,

@@ -1,0 +1,47 @@
+"""One scoring of predicted rates on a set of trials, used by ``evaluate``, the validation
+inside ``fit`` and the benchmark, so the three never disagree.
+
+Example:
+    >>> from pyrodyn.data import synthetic
+    >>> data = synthetic.lorenz(n_trials=6, n_bins=20, n_neurons=8, seed=0)
+    >>> scores = score_rates(data.truth.rates, data, null_rates=mean_rates(data.spikes))
+    >>> sorted(scores)
+    ['bits_per_spike', 'rate_r2', 'true_bits_per_spike']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.spikes import SpikeData
+from .metrics import bits_per_spike, co_bps, mean_rates, rate_r2
+
+__all__ = ["score_rates", "mean_rates"]
+
+
+def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
+                ) -> dict[str, float]:
+    """Scores of ``rates`` (trial, time, neuron; counts per bin, every neuron) on ``data``.
+
+    - ``bits_per_spike``: held-in neurons, observed entries only (null: ``null_rates``, e.g.
+      the training trials' mean rates);
+    - ``co_bps``: the held-out neurons, when ``data`` has any;
+    - with true rates: ``true_bits_per_spike`` (the ceiling, scored the same way) and
+      ``rate_r2``.
+    """
+    heldin, mask = data.heldin_neurons, data.observed_mask()[..., data.heldin_neurons]
+    null_rates = np.asarray(null_rates)
+
+    def bps(predicted):
+        return float(bits_per_spike(predicted[..., heldin], data.spikes[..., heldin],
+                                    null_rates=null_rates[heldin], mask=mask))
+
+    scores = {"bits_per_spike": bps(rates)}
+    if data.heldout_neurons.size:
+        held = data.heldout_neurons
+        scores["co_bps"] = float(co_bps(rates, data.spikes, held, null_rates=null_rates[held]))
+    truth = data.truth
+    if truth is not None and truth.rates is not None:
+        scores["true_bits_per_spike"] = bps(truth.rates)
+        scores["rate_r2"] = float(rate_r2(rates, truth.rates))
+    return scores

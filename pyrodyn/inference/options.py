@@ -1,0 +1,126 @@
+"""``FitOptions``: every option of ``fit`` in one validated object.
+
+``RunConfig.fit_options()`` builds one from a run's configuration; ``fit(..., options=...)``
+takes it, and keyword arguments of ``fit`` replace single fields.
+
+Example:
+    >>> FitOptions(steps=300, batch_size=64).lr
+    0.01
+    >>> FitOptions(steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: steps: must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FitOptions"]
+
+
+def _number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+            high: float | None = None, low_open: bool = False, none: bool = False) -> None:
+    if value is None and none:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"{name}: must be {kind}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name}: must be <= {high:g}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Options of ``pyrodyn.inference.fit``.
+
+    Attributes:
+        steps: optimizer steps (minibatches); ``batch_size``: trials per step.
+        lr, lr_final: initial learning rate, decayed exponentially to ``lr * lr_final`` (the
+            default optimizer and schedule; ``fit`` takes your own).
+        weight_decay: L2 penalty of the default optimizer (Adam); ``clip_norm``: gradient norm
+            clipping.
+        kl_warmup: steps over which the latent sites' weight ramps from 0 to 1.
+        readout_warmup: steps during which flow readouts apply only their linear lift.
+        coordinated_dropout: fraction of entries hidden from the encoder and scored only there.
+        curriculum: ``(start, steps)``: fit only the first ``start`` bins at first and grow to
+            all bins over ``steps`` steps (ODIN's trick for chaotic data).
+        elbo: "trace", "meanfield" or a Pyro ELBO; ``num_particles`` > 1 vectorizes particles.
+        eval_every: steps between validations; ``patience`` evaluations without improvement
+            stop early; ``restore_best`` loads the best state at the end.
+        checkpoint_every: steps between checkpoints; ``resume``: continue an existing one.
+        time_budget: seconds of fitting after which to stop.
+        seed: seeds the fit (inside it only); same seed, data and options, same losses.
+        device: "cpu" or "cuda"; ``num_threads``: torch threads during the fit (1 is fastest
+            for small models on few cores; None leaves torch's setting).
+        init_from_data: start the readout at each neuron's mean rate.
+    """
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-2
+    lr_final: float = 0.1
+    weight_decay: float = 1e-5
+    clip_norm: float = 10.0
+    kl_warmup: int = 0
+    readout_warmup: int = 0
+    coordinated_dropout: float = 0.0
+    curriculum: tuple[int, int] | None = None
+    elbo: Any = "trace"
+    num_particles: int = 1
+    eval_every: int = 100
+    patience: int | None = None
+    restore_best: bool = True
+    checkpoint_every: int = 200
+    resume: bool = True
+    time_budget: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int | None = 1
+    init_from_data: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "num_particles"):
+            _number(name, getattr(self, name), integer=True, low=1)
+        for name in ("kl_warmup", "readout_warmup", "seed"):
+            _number(name, getattr(self, name), integer=True, low=0)
+        _number("patience", self.patience, integer=True, low=1, none=True)
+        _number("num_threads", self.num_threads, integer=True, low=1, none=True)
+        _number("lr", self.lr, low=0, low_open=True)
+        _number("lr_final", self.lr_final, low=0, low_open=True, high=1)
+        _number("weight_decay", self.weight_decay, low=0)
+        _number("clip_norm", self.clip_norm, low=0, low_open=True)
+        _number("coordinated_dropout", self.coordinated_dropout, low=0)
+        if self.coordinated_dropout >= 1:
+            raise ValueError(f"coordinated_dropout: must be < 1, got {self.coordinated_dropout}")
+        _number("time_budget", self.time_budget, low=0, none=True)
+        for name in ("restore_best", "resume", "init_from_data"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.curriculum is not None:
+            curriculum = tuple(self.curriculum) if isinstance(self.curriculum, (list, tuple)) \
+                else ()
+            if len(curriculum) != 2:
+                raise ValueError(f"curriculum: expected (start bins, steps), got "
+                                 f"{self.curriculum!r}")
+            _number("curriculum start", curriculum[0], integer=True, low=1)
+            _number("curriculum steps", curriculum[1], integer=True, low=0)
+            object.__setattr__(self, "curriculum", curriculum)
+
+    def replace(self, **changes: Any) -> FitOptions:
+        """A copy with some fields changed; unknown names raise a ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"fit: unknown option(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(known))})")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,38 @@
+"""The call every pyrodyn model and guide take, and running a model on a guide's draw.
+
+Example:
+    >>> from pyrodyn.data import synthetic
+    >>> from pyrodyn.models import LatentODEModel
+    >>> from pyrodyn.inference import AmortizedNormalGuide
+    >>> data = synthetic.lorenz(n_trials=4, n_bins=10, n_neurons=8)
+    >>> model = LatentODEModel(8, 3)
+    >>> kwargs = model_args(data.to_batch(), data.n_trials)
+    >>> guide_trace, model_trace = replay(model, AmortizedNormalGuide(model), kwargs)
+    >>> model_trace.nodes["rates"]["value"].shape
+    torch.Size([4, 10, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyro import poutine
+
+from ..data.spikes import SpikeBatch
+
+__all__ = ["model_args", "replay"]
+
+
+def model_args(batch: SpikeBatch, num_trials: int, **extra: Any) -> dict[str, Any]:
+    """The keyword arguments every pyrodyn model and guide take, for one batch."""
+    return dict(spikes=batch.spikes, mask=batch.mask, encoder_mask=batch.encoder_mask,
+                inputs=batch.inputs, trial_index=batch.trial_index, num_trials=num_trials,
+                **extra)
+
+
+def replay(model, guide, kwargs: dict[str, Any]):
+    """(guide trace, model trace): one draw of ``guide`` and the model run on it. The model's
+    observed sites keep their observations; their ``fn`` is the predictive distribution."""
+    guide_trace = poutine.trace(guide).get_trace(**kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**kwargs)
+    return guide_trace, model_trace
