@@ -16,13 +16,22 @@ def load(name):
 
 
 def test_every_example_is_covered():
-    covered = {"custom_model", "pyro_svi_loop", "arviz_checks", "fixed_points", "multi_area"}
+    covered = {"custom_model", "custom_variant", "pyro_svi_loop", "arviz_checks", "fixed_points",
+               "multi_area"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == covered
 
 
 def test_custom_model():
     scores = load("custom_model").main(steps=6, n_trials=20)
     assert np.isfinite(scores["bits_per_spike"])
+
+
+def test_custom_variant():
+    out = load("custom_variant").main(steps=8, n_trials=20)
+    for losses in (out["svi_losses"], out["fit_losses"]):
+        assert len(losses) == 8 and all(np.isfinite(losses))
+    assert list(out["summary"].index) == ["gain", "dropout"]
+    assert (out["summary"]["mean"] > 0).all()
 
 
 def test_pyro_svi_loop():

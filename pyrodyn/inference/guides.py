@@ -159,6 +159,9 @@ class AmortizedGuide(AutoGuide):
             self.plates = self.master().plates
         return self.plates
 
+    def _check_prototype(self, part_trace) -> None:
+        """Called by the global part (this guide is its master); it covers its own sites."""
+
     def _global_guide(self, model, init_scale: float) -> AutoGuide:
         """The part over the model's global sites."""
         return AutoNormal(model, init_loc_fn=init_to_median, init_scale=init_scale)

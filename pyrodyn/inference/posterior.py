@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pyro import poutine
 from pyro.infer.autoguide import AutoContinuous
 
 from .._isolation import isolated_rng, own_param_store
+from .._version import __version__
 from ..data.spikes import SpikeData
 from ..models import sites
 from ..models.base import SpikeModel
@@ -123,7 +123,7 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
     if not isinstance(model, SpikeModel):
         raise ValueError(f"model: posterior needs a pyrodyn SpikeModel, got "
                          f"{type(model).__name__}")
-    fitted_on = per_trial_trials(guide)
+    fitted_on = per_trial_trials(guide) if isinstance(guide, torch.nn.Module) else None
     if fitted_on is not None:
         if data.n_trials != fitted_on:
             raise ValueError(
@@ -133,7 +133,8 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
             batch_size = data.n_trials  # one joint vector over all trials: no minibatches
     observed, global_names = model.observed_sites, tuple(model.global_sites)
     model.eval()
-    guide.eval()
+    if isinstance(guide, torch.nn.Module):  # a guide may also be a plain Pyro function
+        guide.eval()
     parts: dict[str, list[np.ndarray]] = {}
     shared: list[dict[str, torch.Tensor]] = []  # global sites of each draw, for every batch
     seeded = isolated_rng(seed, device) if seed is not None else contextlib.nullcontext()
@@ -145,8 +146,8 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
             q = refine(model, guide, kwargs, steps=refine_steps) if refine_steps else guide
             draws: dict[str, list[torch.Tensor]] = {}
             for i in range(num_samples):
-                drawn = poutine.condition(q, data=shared[i]) if i < len(shared) else q
-                guide_trace, trace = replay(model, drawn, kwargs)
+                fixed = shared[i] if i < len(shared) else None
+                guide_trace, trace = replay(model, q, kwargs, fixed=fixed)
                 if i == len(shared):
                     shared.append({name: guide_trace.nodes[name]["value"]
                                    for name in global_names})
@@ -161,9 +162,8 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
     stacked = {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items()}
     for name in global_names:
         stacked[name] = torch.stack([draw[name] for draw in shared]).cpu().numpy()
-    from .. import __version__
-
-    attrs = {"model": type(model).__name__, "guide": type(guide).__name__,
+    attrs = {"model": type(model).__name__,
+             "guide": getattr(guide, "__name__", type(guide).__name__),
              "pyrodyn_version": __version__, "num_samples": num_samples,
              "refine_steps": refine_steps}
     solver = getattr(model, "solver", None)

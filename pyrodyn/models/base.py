@@ -142,7 +142,8 @@ class SpikeModel(PyroModule, metaclass=_ModelMeta):
             with torch.no_grad(), isolated_rng(None), own_param_store(self):
                 inputs = (None if not self.external_input_dim else
                           torch.zeros(1, 2, self.external_input_dim, device=self._device()))
-                trace = poutine.trace(poutine.block(self)).get_trace(
+                # Blocked: an ELBO or trace around the caller never sees this prior draw.
+                trace = poutine.block(poutine.trace(self).get_trace)(
                     None, num_trials=1, n_bins=2, inputs=inputs)
             cached = {
                 name: site["value"].shape for name, site in trace.nodes.items()

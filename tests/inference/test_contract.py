@@ -49,10 +49,12 @@ def elbos(guide_name):
         yield TraceMeanField_ELBO()
 
 
-@pytest.fixture(autouse=True)
-def validation():
-    pyro.enable_validation(True)
-    yield
+@pytest.fixture(autouse=True, params=[False, True], ids=["global-params", "module-local"])
+def validation(request):
+    """Every contract holds under both of Pyro's parameter modes (the modules are built inside
+    the mode, as Pyro requires)."""
+    with pyro.validation_enabled(True), pyro.settings.context(module_local_params=request.param):
+        yield
 
 
 @pytest.mark.parametrize("guide_name", GUIDES)
