@@ -19,8 +19,7 @@ from pyro.infer import SVI, Trace_ELBO
 
 from pyrodyn.data import synthetic
 from pyrodyn.inference import AmortizedNormalGuide, fit, model_args, posterior
-from pyrodyn.models import LatentODEModel, sites
-from pyrodyn.models.base import record
+from pyrodyn.models import LatentODEModel, record, sites
 
 
 class GainModel(LatentODEModel):

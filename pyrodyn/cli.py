@@ -87,7 +87,9 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False):
                for name in scored}
     with open(run_dir / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=1)
-    if getattr(model, "channel_names", None):
+    from .models import MultiAreaModel
+
+    if isinstance(model, MultiAreaModel):
         _write_communication(model, guide, _split_of(data, scored[-1]), run_dir)
     print(f"fitted {result.steps} steps in {result.elapsed:.0f} s ({result.stop_reason}); "
           f"wrote {run_dir}")

@@ -139,38 +139,10 @@ def model_class(name: str):
 
 
 def build_model(config: RunConfig, data: SpikeData):
-    """The model a config describes, sized for ``data``: a ``LatentODEModel``, the
-    ``MultiAreaModel`` over the data's areas, or a user's ``SpikeModel`` subclass (its
-    ``from_config(config, data)``, by default the ``LatentODEModel`` options)."""
-    from .models import LatentODEModel, MultiAreaModel, ODESolver, build_field, build_readout
-
-    cls = model_class(config.model)
-    if cls is not LatentODEModel and cls is not MultiAreaModel:
-        if hasattr(cls, "from_config"):
-            return cls.from_config(config, data)
-        if not issubclass(cls, LatentODEModel):
-            raise ValueError(f"model: {config.model!r} needs a from_config(config, data) "
-                             "classmethod to be built from a run config")
-    solver = ODESolver(config.solver, step_size=config.step_size)
-    if cls is MultiAreaModel:
-        return MultiAreaModel.from_data(
-            data, config.latent_dim, field=config.dynamics, hidden=config.hidden,
-            readout=config.readout, likelihood=config.likelihood,
-            communication=config.communication, rank=config.comm_rank,
-            coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
-            input_scale=config.input_scale, solver=solver)
-    n_inputs = (0 if data.inputs is None else data.inputs.shape[-1]) + config.inferred_input_dim
-    options = {"hidden": config.hidden} if config.dynamics == "mlp" else {}
-    return cls(
-        data.n_neurons, config.latent_dim,
-        field=build_field(config.dynamics, config.latent_dim, n_inputs, **options),
-        readout=(build_readout("flow", config.latent_dim, data.n_neurons,
-                               layers=config.flow_layers)
-                 if config.readout == "flow" else config.readout),
-        likelihood=config.likelihood,
-        external_input_dim=0 if data.inputs is None else data.inputs.shape[-1],
-        inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
-        solver=solver)
+    """The model a config describes, sized for ``data``: ``from_config(config, data)`` of the
+    named ``SpikeModel`` class (a ``LatentODEModel``, the ``MultiAreaModel`` over the data's
+    areas, or a user's subclass)."""
+    return model_class(config.model).from_config(config, data)
 
 
 def build_run(config: RunConfig, data: SpikeData):

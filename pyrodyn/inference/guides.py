@@ -119,9 +119,8 @@ class AmortizedGuide(AutoGuide):
         self.latent_dim = sum(self.z0_sites.values())
         self.external_input_dim = model.external_input_dim
         global_sites = list(model.global_sites) if include_global else []
-        if global_sites:
-            self.global_guide = self._global_guide(
-                poutine.block(model, expose=global_sites), init_scale)
+        self.global_guide = (self._global_guide(poutine.block(model, expose=global_sites),
+                                                init_scale) if global_sites else None)
         self.encoder = SpikeEncoder(model.n_neurons + self.external_input_dim, hidden,
                                     dropout=dropout)
         raw_scale = float(torch.log(torch.expm1(torch.tensor(init_scale))))
@@ -190,7 +189,7 @@ class AmortizedGuide(AutoGuide):
                     n_bins=n_bins)
         plate = self._create_plates(spikes, **call)[sites.TRIAL_PLATE]
         out = {}
-        if hasattr(self, "global_guide"):
+        if self.global_guide is not None:
             out.update(self.global_guide(spikes, **call))
         summary, sequence = self.encode(spikes, mask, encoder_mask, inputs)
         with plate:

@@ -6,7 +6,7 @@ Example:
 """
 
 from . import sites
-from .base import SpikeModel
+from .base import SpikeModel, record
 from .communication import CHANNELS, Channel, CoupledField, LowRankChannel, MLPChannel
 from .dynamics import (
     FIELDS,
@@ -40,7 +40,7 @@ from .readouts import (
 from .solver import ODESolver
 
 __all__ = [
-    "SpikeModel", "LatentODEModel", "MultiAreaModel",
+    "SpikeModel", "record", "LatentODEModel", "MultiAreaModel",
     "Channel", "LowRankChannel", "MLPChannel", "CHANNELS", "CoupledField",
     "VectorField", "MLPField", "LinearField", "LowRankRNNField", "GRUTransition", "FIELDS",
     "build_field",

@@ -157,6 +157,13 @@ class SpikeModel(PyroModule, metaclass=_ModelMeta):
         tensor = next(iter(self.parameters()), None)
         return torch.device("cpu") if tensor is None else tensor.device
 
+    @classmethod
+    def from_config(cls, config, data) -> SpikeModel:
+        """The model a ``pyrodyn.config.RunConfig`` describes, sized for ``data`` (a
+        ``SpikeData``): how ``pyrodyn fit --set model=package.module:Class`` builds it."""
+        raise ValueError(f"model: {cls.__name__} needs a from_config(config, data) classmethod "
+                         "to be built from a run config")
+
     def init_bias(self, mean_counts: torch.Tensor) -> None:
         """Starts the readout(s) at the neurons' mean counts per bin (the null model);
         nothing by default."""

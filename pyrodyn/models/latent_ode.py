@@ -94,6 +94,22 @@ class LatentODEModel(SpikeModel):
         self.solver = solver or ODESolver("midpoint", step_size=0.1)
         self.z0_prior = InitialStatePrior(latent_dim, scale=prior_scale, learn=learn_prior)
 
+    @classmethod
+    def from_config(cls, config, data) -> LatentODEModel:
+        """From a ``RunConfig``'s options (dynamics, readout, likelihood, inputs, solver)."""
+        external = 0 if data.inputs is None else data.inputs.shape[-1]
+        options = {"hidden": config.hidden} if config.dynamics == "mlp" else {}
+        readout_options = {"layers": config.flow_layers} if config.readout == "flow" else {}
+        return cls(
+            data.n_neurons, config.latent_dim,
+            field=build_field(config.dynamics, config.latent_dim,
+                              external + config.inferred_input_dim, **options),
+            readout=build_readout(config.readout, config.latent_dim, data.n_neurons,
+                                  **readout_options),
+            likelihood=config.likelihood, external_input_dim=external,
+            inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
+            solver=ODESolver(config.solver, step_size=config.step_size))
+
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,
               inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,8 +137,7 @@ class LatentODEModel(SpikeModel):
         return {sites.INPUTS: self.inferred_input_dim} if self.inferred_input_dim else {}
 
     def init_bias(self, mean_counts: torch.Tensor) -> None:
-        if hasattr(self.readout, "init_bias"):
-            self.readout.init_bias(mean_counts)
+        self.readout.init_bias(mean_counts)
 
     # ----------------------------------------------------------------- model
     def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):

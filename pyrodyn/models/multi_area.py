@@ -164,6 +164,17 @@ class MultiAreaModel(SpikeModel):
         return cls(areas, latent_dim, external_input_dim=0 if data.inputs is None
                    else data.inputs.shape[-1], **options)
 
+    @classmethod
+    def from_config(cls, config, data) -> MultiAreaModel:
+        """From a ``RunConfig``'s options; ``latent_dim`` is per area."""
+        return cls.from_data(
+            data, config.latent_dim, field=config.dynamics, hidden=config.hidden,
+            readout=config.readout, likelihood=config.likelihood,
+            communication=config.communication, rank=config.comm_rank,
+            coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
+            input_scale=config.input_scale,
+            solver=ODESolver(config.solver, step_size=config.step_size))
+
     def _check_neurons(self) -> int:
         every = np.concatenate(list(self.area_neurons.values()))
         if any(idx.size == 0 for idx in self.area_neurons.values()):
