@@ -105,3 +105,13 @@ def test_multi_area_fit_posterior_evaluate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["fit", str(lorenz), "--out", str(tmp_path / "r"), "--model", "multi-area"]) == 1
     assert "no area labels" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end_small(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--trials", "40", "--steps", "3", "--num-samples",
+                 "3", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "bits per spike" in printed and "90% posterior interval" in printed
+    for name in ("posterior.nc", "latents.png", "model.pt", "checkpoint.pt", "lorenz.npz"):
+        assert (out / name).is_file()

@@ -31,6 +31,7 @@ from torch import nn
 
 from .._isolation import own_param_store
 from ..models import sites
+from .schedules import exponential_decay
 
 __all__ = ["LocalGuide", "refine"]
 
@@ -117,8 +118,7 @@ def _refine(model, guide, kwargs, *, steps, lr, lr_final) -> LocalGuide:
                   kl_scale=1.0)
     params = list(local.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_final ** (step / max(steps - 1, 1)))
+    schedule = exponential_decay(optimizer, steps=steps, final=lr_final)
     # The same tensors every step; global sites at their posterior centres.
     conditioned = poutine.condition(model, data={**centres, **local.locs})
     with torch.enable_grad():

@@ -57,6 +57,7 @@ from ..models.base import SpikeModel
 from ..models.readouts import FlowReadout
 from .guides import AmortizedGuide, per_trial_trials, trial_plate
 from .options import FitOptions
+from .schedules import exponential_decay
 from .state import read_state, write_state
 from .traces import model_args, replay
 
@@ -315,9 +316,7 @@ class _Run:
         return torch.optim.Adam(params, lr=self.o.lr, weight_decay=self.o.weight_decay)
 
     def _decay(self, optimizer):
-        steps, final = self.o.steps, self.o.lr_final
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: final ** (min(step, steps - 1) / max(steps - 1, 1)))
+        return exponential_decay(optimizer, steps=self.o.steps, final=self.o.lr_final)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

@@ -140,3 +140,58 @@ def test_nan_loss_is_a_clear_error_and_keeps_a_checkpoint(data, tmp_path):
         fit(model, g, data, steps=3, checkpoint=tmp_path / "nan.pt", init_from_data=False,
             progress=False)
     assert (tmp_path / "nan.pt").exists()
+
+
+def test_a_users_optimizer_and_scheduler_drive_the_fit_and_resume(data, tmp_path, monkeypatch):
+    train = data.select("train")
+    made = {}
+
+    def sgd(params):
+        made["optimizer"] = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+        return made["optimizer"]
+
+    def halve_every_4(optimizer):
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.5)
+
+    options = dict(OPTIONS, coordinated_dropout=0.0)
+    model, g = build()
+    whole = fit(model, g, train, seed=2, optimizer=sgd, scheduler=halve_every_4, **options)
+    assert isinstance(made["optimizer"], torch.optim.SGD)
+    assert made["optimizer"].param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 3)
+    assert all(math.isfinite(x) for x in whole.losses)
+
+    original = fit_module._batch_indices
+
+    def interrupt_at_step_6(n_trials, batch_size, seed, step):
+        if step == 6:
+            raise KeyboardInterrupt
+        return original(n_trials, batch_size, seed, step)
+
+    checkpoint = tmp_path / "fit.pt"
+    model, g = build()
+    monkeypatch.setattr(fit_module, "_batch_indices", interrupt_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, g, train, seed=2, optimizer=sgd, scheduler=halve_every_4,
+            checkpoint=checkpoint, **options)
+    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    model, g = build(seed=99)
+    resumed = fit(model, g, train, seed=2, optimizer=sgd, scheduler=halve_every_4,
+                  checkpoint=checkpoint, **options)
+    assert resumed.losses == whole.losses  # optimizer and schedule state came back
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(steps=0), "steps: must be >= 1"),
+    (dict(lr=True), "lr: must be a number"),
+    (dict(time_budget=-1), "time_budget: must be >= 0"),
+    (dict(kl_warmup=-1), "kl_warmup: must be >= 0"),
+    (dict(num_threads=0), "num_threads: must be >= 1"),
+    (dict(curriculum=5), "curriculum: expected"),
+    (dict(curriculum=[10]), "curriculum: expected"),
+    (dict(resume="yes"), "resume: must be true or false"),
+    (dict(stepz=3), "fit: unknown option"),
+])
+def test_options_are_checked_before_anything_runs(data, change, message):
+    model, g = build()
+    with pytest.raises(ValueError, match=message):
+        fit(model, g, data, progress=False, **change)
