@@ -23,17 +23,21 @@ def own_param_store(owner: object) -> Iterator[None]:
     Under Pyro's default (global) mode, modules register their parameters in that store by
     name, and an AutoGuide takes a value already stored under its name: a second guide of the
     same kind would start from (and a classic SVI loop would train) the first one's values.
-    pyrodyn's calls therefore never read or write the user's store; a ``pyro.param`` in a
-    user's model keeps its value from one pyrodyn call to the next through ``owner``.
+    pyrodyn's calls therefore never write to the user's store. The owner's store starts as a
+    view of the user's (the same tensors), so parameters a user trained with Pyro's classic
+    loop are the ones pyrodyn uses; what pyrodyn's calls add stays with the owner.
     """
     depth = owner.__dict__.get("_pyrodyn_store_depth", 0)
     if depth:  # already inside this owner's store
         yield
         return
-    state = owner.__dict__.setdefault("_pyrodyn_param_store", {"params": {}, "constraints": {}})
+    store = pyro.get_param_store()
+    state = owner.__dict__.get("_pyrodyn_param_store")
+    if state is None:
+        state = owner.__dict__["_pyrodyn_param_store"] = store.get_state()
     owner.__dict__["_pyrodyn_store_depth"] = 1
     try:
-        with pyro.get_param_store().scope(state):
+        with store.scope(state):
             yield
     finally:
         owner.__dict__["_pyrodyn_store_depth"] = 0

@@ -290,3 +290,29 @@ def test_a_user_variant_needs_no_guide_changes():
     model = GainModel(5, 2, readout="affine")
     post = posterior(model, guide, data, num_samples=3, batch_size=4)
     assert post.draws["gain"].shape == (3,) and post.draws[sites.RATES].shape[1] == 6
+
+
+def test_posterior_uses_parameters_trained_by_the_classic_loop():
+    """pyrodyn's calls read what the user's Pyro store holds, and add nothing to it."""
+
+    def guide(spikes=None, *, trial_index=None, num_trials=None, **_):
+        loc = pyro.param("gain_loc", torch.tensor(0.0))
+        pyro.sample("gain", dist.LogNormal(loc, 0.05))
+        pyro.sample("dropout", dist.Beta(1.0, 20.0))
+        with trial_plate(spikes, trial_index=trial_index, num_trials=num_trials):
+            pyro.sample(sites.Z0, dist.Normal(torch.zeros(len(spikes), 2), 0.1).to_event(1))
+
+    data = synthetic.limit_cycle(n_trials=6, n_bins=10, n_neurons=5, seed=1)
+    model = GainModel(5, 2, readout="affine")
+    with torch.no_grad():
+        model.readout.bias.fill_(-3.0)  # rates far too low: the gain must grow
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
+    kwargs = model_args(data.to_batch(), data.n_trials)
+    for _ in range(30):
+        svi.step(**kwargs)
+    trained = pyro.param("gain_loc").item()
+    assert trained > 0.3  # moved from its start, 0
+    names = sorted(pyro.get_param_store().keys())
+    post = posterior(model, guide, data, num_samples=20)
+    assert np.median(np.log(post.draws["gain"])) == pytest.approx(trained, abs=0.1)
+    assert sorted(pyro.get_param_store().keys()) == names
