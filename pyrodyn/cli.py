@@ -16,10 +16,11 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from .data import SpikeData, load, save
-from .models import READOUTS
+from .models import READOUTS, MultiAreaModel
 
 __all__ = ["main", "build_parser"]
 
@@ -39,7 +40,8 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _load_run(run_dir: Path, data: SpikeData):
-    """The config, model and guide a ``pyrodyn fit`` run wrote, ready for ``data``."""
+    """The config, model and guide a ``pyrodyn fit`` run wrote, ready for ``data`` (with the
+    split the fit made, where the data file has none)."""
     from .config import RunConfig, build_run
     from .inference import load_state
 
@@ -47,68 +49,88 @@ def _load_run(run_dir: Path, data: SpikeData):
     if not config_path.is_file():
         raise ValueError(f"run_dir: {run_dir} holds no config.yaml (is it a pyrodyn fit run?)")
     config = RunConfig.from_sources(config_path)
+    data = _with_recorded_split(data, run_dir)
     train = data.select("train") if data.split is not None else data
     model, guide = build_run(config, train)
     load_state(run_dir / "model.pt", model, guide, train, device=config.device)
-    return config, model, guide
+    return config, model, guide, data
+
+
+def _with_recorded_split(data: SpikeData, run_dir: Path) -> SpikeData:
+    path = run_dir / "split.json"
+    if not path.is_file():
+        return data
+    labels = json.loads(path.read_text())["split"]
+    if len(labels) != data.n_trials:
+        raise ValueError(f"{path}: records a split of {len(labels)} trials, the data has "
+                         f"{data.n_trials}")
+    return data.replace(split=np.asarray(labels))
 
 
 def _split_of(data: SpikeData, split: str) -> SpikeData:
     return data if data.split is None and split == "train" else data.select(split)
 
 
-def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False):
-    """Fits on the train split (validating on the valid split) and writes the run directory:
-    config.yaml, checkpoint.pt (resumable), model.pt, losses.json, metrics.json."""
+def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
+             overwrite: bool = False):
+    """Fits on the train split (validating on the valid split) and writes the run directory
+    (``pyrodyn.runs``): run.json, config.yaml, checkpoint.pt (resumable), model.pt,
+    losses.json, metrics.json. Nothing is written before the options and data are checked."""
+    from . import __version__, runs
     from .config import build_run
     from .inference import evaluate, fit, posterior_means, save_state
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    train = _split_of(data, "train")
+    made_split = data.split is None or not np.isin(data.split, ["valid", "test"]).any()
+    if made_split:  # score on trials the fit never saw, and say so
+        data = data.with_split(valid=0.15, test=0.15, seed=config.seed)
+        print(f"data: the file has no valid or test trials; made a split (70/15/15, seed "
+              f"{config.seed}), recorded in {run_dir / 'split.json'}")
+    record = {"pyrodyn_version": __version__, "data": data.fingerprint(),
+              "config": config.to_dict()}
+    train = data.select("train")
     amortized = not config.guide.startswith("per_trial")
-    splits = [name for name in ("valid", "test")
-              if data.split is not None and (data.split == name).any()]
+    splits = [name for name in ("valid", "test") if (data.split == name).any()]
     valid = data.select("valid") if "valid" in splits and amortized else None
-    model, guide = build_run(config, train)
+    model, guide = build_run(config, train)  # checks the model options against the data
+    runs.claim(run_dir, record, overwrite=overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    runs.write_json(run_dir / "run.json", record)
+    if made_split:
+        runs.write_json(run_dir / "split.json", {"split": data.split.tolist()})
     result = fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
                  progress=False if quiet else None, options=config.fit_options())
     save_state(run_dir / "model.pt", model, guide)
-    with open(run_dir / "losses.json", "w") as f:
-        json.dump({"losses": result.losses, "valid": result.valid, "best_step": result.best_step,
-                   "elapsed": result.elapsed, "stop_reason": result.stop_reason}, f)
+    runs.write_json(run_dir / "losses.json", {
+        "losses": result.losses, "valid": result.valid, "best_step": result.best_step,
+        "elapsed": result.elapsed, "stop_reason": result.stop_reason})
     scored = splits if amortized else ["train"]
     options = dict(refine_steps=config.refine_steps)
     if train.truth is not None and train.truth.latents is not None:
         # every split's state-R2 map is fit on the training trials: derive their latents once
         options["train_latents"] = posterior_means(model, guide, train, **options)[0]
-    metrics = {name: evaluate(model, guide, train, _split_of(data, name), **options)
+    metrics = {name: evaluate(model, guide, train, data.select(name), **options)
                for name in scored}
-    with open(run_dir / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=1)
-    from .models import MultiAreaModel
-
+    runs.write_json(run_dir / "metrics.json", metrics)
     if isinstance(model, MultiAreaModel):
-        _write_communication(model, guide, _split_of(data, scored[-1]), run_dir)
+        _write_communication(model, guide, data.select(scored[-1]), run_dir)
     print(f"fitted {result.steps} steps in {result.elapsed:.0f} s ({result.stop_reason}); "
           f"wrote {run_dir}")
     _print_table(metrics)
-    return model, guide, result, metrics, options.get("train_latents")
+    return model, guide, result, metrics, options.get("train_latents"), data
 
 
 def _write_communication(model, guide, data, run_dir: Path) -> None:
     """Who drives whom in a multi-area fit: communication.json and communication.png."""
-    from . import plots
+    from . import plots, runs
     from .analysis import communication_summary
     from .inference import posterior
 
     summary = communication_summary(posterior(model, guide, data, num_samples=50))
     table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level}
              for name, c in summary.items()}
-    with open(run_dir / "communication.json", "w") as f:
-        json.dump(table, f, indent=1)
-    plots.plot_area_graph(summary).savefig(run_dir / "communication.png", dpi=120)
+    runs.write_json(run_dir / "communication.json", table)
+    runs.save_figure(plots.plot_area_graph(summary), run_dir / "communication.png", dpi=120)
     for name, c in summary.items():
         print(f"channel {name}: strength {c.strength:.4f} "
               f"[{c.interval[0]:.4f}, {c.interval[1]:.4f}] ({c.level:.0%} interval)")
@@ -121,14 +143,14 @@ def _fit(args: argparse.Namespace) -> None:
                   latent_dim=args.latent_dim, readout=args.readout, guide=args.guide,
                   steps=args.steps, device=args.device, seed=args.seed)
     config = RunConfig.from_sources(args.config, args.set, **values)
-    _fit_run(load(args.data), config, Path(args.out), quiet=args.quiet)
+    _fit_run(load(args.data), config, Path(args.out), quiet=args.quiet,
+             overwrite=args.overwrite)
 
 
 def _posterior(args: argparse.Namespace) -> None:
     from .inference import posterior
 
-    data = load(args.data)
-    config, model, guide = _load_run(Path(args.run_dir), data)
+    config, model, guide, data = _load_run(Path(args.run_dir), load(args.data))
     post = posterior(model, guide, _split_of(data, args.split), num_samples=args.num_samples,
                      refine_steps=_refine_steps(args, config), device=config.device)
     idata = post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide)
@@ -168,7 +190,9 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"simulated {data}")
     config = RunConfig.from_sources(args.config, args.set, steps=args.steps,
                                     time_budget=args.budget, seed=args.seed)
-    model, guide, result, metrics, train_latents = _fit_run(data, config, out, quiet=args.quiet)
+    model, guide, result, metrics, train_latents, data = _fit_run(data, config, out,
+                                                                  quiet=args.quiet,
+                                                                  overwrite=args.overwrite)
     test = metrics["test"]
     ratio = test["bits_per_spike"] / test["true_bits_per_spike"]
     print(f"bits per spike: {test['bits_per_spike']:.3f} of the true rates' "
@@ -201,8 +225,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from .inference import evaluate
 
-    data = load(args.data)
-    config, model, guide = _load_run(Path(args.run_dir), data)
+    config, model, guide, data = _load_run(Path(args.run_dir), load(args.data))
     scores = {args.split: evaluate(model, guide, _split_of(data, "train"),
                                    _split_of(data, args.split), num_samples=args.num_samples,
                                    refine_steps=_refine_steps(args, config))}
@@ -251,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("data", help=".npz, .h5 (pyrodyn or lfads-torch layout) or .nwb")
     fit.add_argument("--out", required=True, help="run directory to write")
     fit.add_argument("--config", help="YAML file of RunConfig options")
-    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one option (repeatable)")
+    fit.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="override options (--set a=1 b=2, or repeated)")
     fit.add_argument("--model", choices=["latent-ode", "multi-area"],
                      help="multi-area: one latent ODE per area of the data's area labels")
     fit.add_argument("--latent-dim", type=int, help="latent dimension (per area if multi-area)")
@@ -263,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="replace a fit of other data or options in --out (default: refuse; "
+                          "the same data and options resume)")
     fit.set_defaults(run=_fit)
 
     demo = commands.add_parser("demo", help="simulate Lorenz, fit, score against the truth, "
@@ -273,9 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--budget", type=float, default=540.0, help="seconds of fitting")
     demo.add_argument("--num-samples", type=int, default=50)
     demo.add_argument("--config", help="YAML file of RunConfig options")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace an earlier demo of other options in --out")
     demo.set_defaults(run=_demo)
 
     bench = commands.add_parser("benchmark", help="attractor-recovery benchmark: systems x "
@@ -314,7 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError, KeyError) as error:
+    except KeyboardInterrupt as error:  # SIGINT or SIGTERM: the fit saved its checkpoint
+        if args.traceback:
+            traceback.print_exc()
+        print(f"pyrodyn {args.command}: {error or 'interrupted'}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError, FloatingPointError) as error:
         if args.traceback:
             traceback.print_exc()
         print(f"pyrodyn {args.command}: error: {error}", file=sys.stderr)

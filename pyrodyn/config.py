@@ -56,6 +56,8 @@ class RunConfig:
     coordinated_dropout: float = 0.0
     curriculum: list[int] | None = field(default_factory=lambda: [10, 700])
     eval_every: int = 100
+    checkpoint_every: int = 200
+    checkpoint_seconds: float | None = None
     patience: int | None = None
     time_budget: float | None = None
     seed: int = 0
@@ -64,6 +66,30 @@ class RunConfig:
     # posterior: per-trial refinement steps after the guide (``posterior(refine_steps=...)``)
     refine_steps: int = 100
 
+    def __post_init__(self) -> None:
+        """Every option checked where it is set: a bad value is one line naming it."""
+        from .inference.guides import GUIDES
+        from .inference.options import check_number
+        from .models import CHANNELS, FIELDS, LIKELIHOODS, READOUTS
+        from .models.solver import ADAPTIVE, FIXED_STEP
+
+        for name, known in (("dynamics", FIELDS), ("readout", READOUTS),
+                            ("likelihood", LIKELIHOODS), ("guide", GUIDES),
+                            ("communication", CHANNELS), ("solver", FIXED_STEP + ADAPTIVE)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"config: {name} must be one of {', '.join(known)}, got "
+                                 f"{getattr(self, name)!r}")
+        for name in ("latent_dim", "hidden", "flow_layers", "comm_rank", "encoder_hidden"):
+            check_number(f"config: {name}", getattr(self, name), integer=True, low=1)
+        for name in ("inferred_input_dim", "refine_steps"):
+            check_number(f"config: {name}", getattr(self, name), integer=True, low=0)
+        for name in ("input_scale", "step_size"):
+            check_number(f"config: {name}", getattr(self, name), low=0, low_open=True)
+        check_number("config: coupling_prior", self.coupling_prior, low=0)
+        if not isinstance(self.model, str):
+            raise ValueError(f"config: model must be a name, got {self.model!r}")
+        self.fit_options()  # the options fit takes, checked there
+
     @classmethod
     def from_sources(cls, path: str | os.PathLike | None = None,
                      overrides: list[str] | None = None, **values: Any) -> RunConfig:
@@ -71,7 +97,7 @@ class RunConfig:
         merged: dict[str, Any] = {}
         if path is not None:
             with open(path) as f:
-                loaded = yaml.safe_load(f) or {}
+                loaded = _read_yaml(f, str(path)) or {}
             if not isinstance(loaded, dict):
                 raise ValueError(f"config: {path} must hold a mapping of option: value")
             merged.update(loaded)
@@ -80,7 +106,7 @@ class RunConfig:
             key, sep, text = item.partition("=")
             if not sep:
                 raise ValueError(f"--set: expected key=value, got {item!r}")
-            merged[key.strip()] = yaml.safe_load(text)
+            merged[key.strip()] = _read_yaml(text, f"--set {item}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(merged) - set(fields))
         if unknown:
@@ -97,6 +123,15 @@ class RunConfig:
 
         mine = self.to_dict()
         return FitOptions(**{name: mine[name] for name in FitOptions.names() if name in mine})
+
+
+def _read_yaml(source, where: str) -> Any:
+    """YAML data (``safe_load``: tags that would build Python objects are refused)."""
+    try:
+        return yaml.safe_load(source)
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"config: {where} is not plain YAML data ({reason})") from None
 
 
 def _as_number(name: str, value: Any, annotation: str) -> Any:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def _from_arrays(arrays: dict[str, Any], source: str) -> SpikeData:
     meta = json.loads(str(get("meta", "{}")))
     meta.setdefault("source", source)
     return SpikeData(
-        arrays["spikes"], dt=float(get("dt", 0.01)), neuron_ids=get("neuron_ids"),
+        arrays["spikes"], dt=_bin_width(get("dt"), source), neuron_ids=get("neuron_ids"),
         neuron_area=get("neuron_area"),
         areas=None if get("areas") is None else tuple(get("areas").tolist()),
         trial_ids=get("trial_ids"), split=get("split"), heldout_neurons=get("heldout_neurons"),
@@ -149,8 +150,24 @@ def _read_h5(f: h5py.File) -> dict[str, Any]:
     return arrays
 
 
+def _bin_width(dt, source: str) -> float:
+    if dt is None:
+        warnings.warn(f"{source}: holds no 'dt'; assuming bins of 10 ms (save the bin width in "
+                      "seconds as 'dt')", stacklevel=3)
+        return 0.01
+    return float(dt)
+
+
 def _read_npz(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as npz:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"path: {path} is not an .npz archive NumPy can read "
+                         f"({type(error).__name__})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"path: {path} holds one .npy array, not an .npz archive of named "
+                         "arrays (spikes, dt, ...); write it with numpy.savez")
+    with npz:
         arrays = {k: npz[k] for k in npz.files}
     return {k: (v.item() if v.ndim == 0 and v.dtype.kind == "U" else v) for k, v in arrays.items()}
 
@@ -191,11 +208,13 @@ def _lfads_from_arrays(arrays: dict[str, Any], source: str, dt: float) -> SpikeD
                 f"{source}: lfads-torch layout needs '{required}_encod_data' "
                 f"(keys: {', '.join(sorted(arrays))})"
             )
+    for split, block in blocks.items():
+        if block["spikes"].ndim != 3 or block["encod"].ndim != 3:
+            raise ValueError(f"{source}: {split} data must be (trial, time, neuron), got "
+                             f"shape {block['encod'].shape}")
     first = blocks["train"]
     n_encod_neurons, n_encod_bins = first["encod"].shape[2], first["encod"].shape[1]
     for split, block in blocks.items():
-        if block["spikes"].ndim != 3 or block["encod"].ndim != 3:
-            raise ValueError(f"{source}: {split} data must be (trial, time, neuron)")
         if block["spikes"].shape[1:] != first["spikes"].shape[1:]:
             raise ValueError(
                 f"{source}: {split} data shape {block['spikes'].shape[1:]} differs from "

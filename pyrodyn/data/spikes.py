@@ -315,6 +315,23 @@ class SpikeData:
             warnings.simplefilter("ignore", SilentNeuronWarning)
             return SpikeData(spikes, **fields)
 
+    def fingerprint(self) -> str:
+        """A short hash of everything a fit reads: counts, mask, inputs, split, held-out
+        neurons, bin width and neuron ids (a run folder records what it was fitted on)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        parts = [self.spikes, self.mask, self.inputs, self.split, self.heldout_neurons,
+                 np.asarray(self.dt), np.asarray(self.neuron_ids).astype(str)]
+        for part in parts:
+            if part is None:
+                digest.update(b"none")
+                continue
+            part = np.ascontiguousarray(part)
+            digest.update(f"{part.dtype.str}{part.shape}".encode())
+            digest.update(part.tobytes())
+        return digest.hexdigest()[:16]
+
     def with_split(self, *, valid: float = 0.2, test: float = 0.2, seed: int = 0) -> SpikeData:
         """Assigns trials at random (seeded) to train/valid/test by the given fractions."""
         for name, fraction in (("valid", valid), ("test", test)):

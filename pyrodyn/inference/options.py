@@ -18,10 +18,26 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FitOptions"]
+import torch
+
+__all__ = ["FitOptions", "check_device", "check_number"]
 
 
-def _number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+def check_device(device) -> torch.device:
+    """``device`` as a torch device, or a ValueError saying why it cannot be used here."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: unknown device {device!r} (cpu, cuda or cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for, but CUDA is not available here "
+                         f"(torch {torch.__version__}); use cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: {device!r} is not supported (cpu, cuda or cuda:N)")
+    return parsed
+
+
+def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
             high: float | None = None, low_open: bool = False, none: bool = False) -> None:
     if value is None and none:
         return
@@ -53,7 +69,10 @@ class FitOptions:
         elbo: "trace", "meanfield" or a Pyro ELBO; ``num_particles`` > 1 vectorizes particles.
         eval_every: steps between validations; ``patience`` evaluations without improvement
             stop early; ``restore_best`` loads the best state at the end.
-        checkpoint_every: steps between checkpoints; ``resume``: continue an existing one.
+        checkpoint_every: steps between checkpoints; ``checkpoint_seconds``: also after this
+            many seconds since the last one; ``resume``: continue an existing checkpoint.
+        nan_retries: restarts from the last finite state, each with the learning rate halved,
+            before a non-finite loss or gradient stops the fit.
         time_budget: seconds of fitting after which to stop.
         seed: seeds the fit (inside it only); same seed, data and options, same losses.
         device: "cpu" or "cuda"; ``num_threads``: torch threads during the fit (1 is fastest
@@ -77,7 +96,9 @@ class FitOptions:
     patience: int | None = None
     restore_best: bool = True
     checkpoint_every: int = 200
+    checkpoint_seconds: float | None = None
     resume: bool = True
+    nan_retries: int = 3
     time_budget: float | None = None
     seed: int = 0
     device: str = "cpu"
@@ -86,19 +107,22 @@ class FitOptions:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "num_particles"):
-            _number(name, getattr(self, name), integer=True, low=1)
-        for name in ("kl_warmup", "readout_warmup", "seed"):
-            _number(name, getattr(self, name), integer=True, low=0)
-        _number("patience", self.patience, integer=True, low=1, none=True)
-        _number("num_threads", self.num_threads, integer=True, low=1, none=True)
-        _number("lr", self.lr, low=0, low_open=True)
-        _number("lr_final", self.lr_final, low=0, low_open=True, high=1)
-        _number("weight_decay", self.weight_decay, low=0)
-        _number("clip_norm", self.clip_norm, low=0, low_open=True)
-        _number("coordinated_dropout", self.coordinated_dropout, low=0)
+            check_number(name, getattr(self, name), integer=True, low=1)
+        for name in ("kl_warmup", "readout_warmup", "seed", "nan_retries"):
+            check_number(name, getattr(self, name), integer=True, low=0)
+        check_number("patience", self.patience, integer=True, low=1, none=True)
+        check_number("num_threads", self.num_threads, integer=True, low=1, none=True)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("lr_final", self.lr_final, low=0, low_open=True, high=1)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("clip_norm", self.clip_norm, low=0, low_open=True)
+        check_number("coordinated_dropout", self.coordinated_dropout, low=0)
         if self.coordinated_dropout >= 1:
             raise ValueError(f"coordinated_dropout: must be < 1, got {self.coordinated_dropout}")
-        _number("time_budget", self.time_budget, low=0, none=True)
+        check_number("time_budget", self.time_budget, low=0, none=True)
+        check_number("checkpoint_seconds", self.checkpoint_seconds, low=0, low_open=True,
+                     none=True)
+        check_device(self.device)
         for name in ("restore_best", "resume", "init_from_data"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
@@ -108,8 +132,8 @@ class FitOptions:
             if len(curriculum) != 2:
                 raise ValueError(f"curriculum: expected (start bins, steps), got "
                                  f"{self.curriculum!r}")
-            _number("curriculum start", curriculum[0], integer=True, low=1)
-            _number("curriculum steps", curriculum[1], integer=True, low=0)
+            check_number("curriculum start", curriculum[0], integer=True, low=1)
+            check_number("curriculum steps", curriculum[1], integer=True, low=0)
             object.__setattr__(self, "curriculum", curriculum)
 
     def replace(self, **changes: Any) -> FitOptions:

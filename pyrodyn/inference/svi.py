@@ -32,9 +32,12 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +64,7 @@ from .schedules import exponential_decay
 from .state import read_state, write_state
 from .traces import model_args, replay
 
-__all__ = ["fit", "FitResult", "FitOptions", "make_elbo"]
+__all__ = ["fit", "FitResult", "FitOptions", "FitInterrupted", "make_elbo"]
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +308,7 @@ class _Run:
         self.params = own + self.extra
         self.optimizer = (optimizer or self._adam)(self.params)
         self.scheduler = (scheduler or self._decay)(self.optimizer)
-        self.result, self.bad_evals = FitResult(), 0
+        self.result, self.bad_evals, self.retries = FitResult(), 0, 0
         if resuming:
             self._restore(read_state(checkpoint, device=o.device))
         # The generator state at the start of the next step to run: a checkpoint written when
@@ -328,6 +331,7 @@ class _Run:
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng(state["rng"])
         self.result, self.bad_evals = FitResult(**state["result"]), state["bad_evals"]
+        self.retries = state.get("nan_retries", 0)
         self.result.stop_reason = "steps"
         log.info("resumed %s at step %d", self.checkpoint, self.result.steps)
 
@@ -356,9 +360,7 @@ class _Run:
                 raise
             loss = torch.tensor(math.nan)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at step {step}; lower lr (now {self.o.lr}) or "
-                f"clip_norm (now {self.o.clip_norm}), or resume from the last checkpoint")
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
         return loss / self.train_data.n_trials
 
     def snapshot(self) -> dict[str, Any]:
@@ -367,11 +369,20 @@ class _Run:
                     extra_params=[t.detach() for t in self.extra],
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     rng=self.rng_state, result=dataclasses.asdict(self.result),
-                    bad_evals=self.bad_evals)
+                    bad_evals=self.bad_evals, nan_retries=self.retries)
 
-    def save(self) -> None:
-        if self.checkpoint:
-            write_state(self.checkpoint, self.snapshot())
+    def save(self, state: dict[str, Any] | None = None) -> None:
+        """Writes the checkpoint (``state``, default the current one) unless it holds a
+        non-finite weight: a checkpoint is always a state worth resuming."""
+        if not self.checkpoint:
+            return
+        state = self.snapshot() if state is None else state
+        finite = all(torch.isfinite(t).all() for part in ("model", "guide")
+                     for t in state[part].values() if t.is_floating_point())
+        if finite:
+            write_state(self.checkpoint, state)
+        else:
+            log.warning("fit: not saving a state with non-finite weights to %s", self.checkpoint)
 
     def validate(self, done: int) -> bool:
         """Records validation; True when early stopping says stop."""
@@ -390,50 +401,134 @@ class _Run:
     def _states(self) -> dict[str, Any]:
         return copy.deepcopy(dict(model=self.model.state_dict(), guide=self.guide.state_dict()))
 
+    def step(self, step: int) -> torch.Tensor:
+        """One optimizer step; FloatingPointError (nothing changed) when the loss or the
+        gradient is not finite."""
+        loss = self.loss(step)
+        self.optimizer.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.o.clip_norm)
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"the gradient became {norm.item()} at step {step}")
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss
+
+    def roll_back(self, error: FloatingPointError) -> None:
+        """Back to the last finite state with the learning rate halved, or a one-line stop
+        after ``nan_retries`` tries."""
+        good_step = len(self.good["result"]["losses"])
+        if self.retries >= self.o.nan_retries:
+            lr = self.optimizer.param_groups[0]["lr"]
+            raise FloatingPointError(
+                f"{error}, again after {self.retries} restarts from the last finite state "
+                f"with the learning rate halved each time (now {lr:.3g}); lower lr or clip_norm "
+                f"(the checkpoint keeps step {good_step})") from None
+        elapsed = self.result.elapsed
+        self._restore(self.good)
+        self.retries += 1
+        self.result.elapsed = elapsed  # time spent is spent
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] *= 0.5
+            if hasattr(self.scheduler, "base_lrs"):
+                self.scheduler.base_lrs[i] *= 0.5
+        log.warning("fit: %s; back to step %d with the learning rate halved (restart %d of %d)",
+                    error, good_step, self.retries, self.o.nan_retries)
+        self.good = self.boundary()
+
+    def boundary(self) -> dict[str, Any]:
+        """A copy of the state between two steps, to roll back to."""
+        return copy.deepcopy(self.snapshot())
+
     def train(self, *, progress: bool) -> FitResult:
-        o, result = self.o, self.result
-        start, clock, elapsed_before = result.steps, time.perf_counter(), result.elapsed
-        bar = tqdm(total=o.steps, initial=start, disable=not progress, desc="fit", leave=False)
-        step = start
+        o = self.o
+        clock, elapsed_before = time.perf_counter(), self.result.elapsed
+        last_save = clock
+        bar = tqdm(total=o.steps, initial=self.result.steps, disable=not progress, desc="fit",
+                   leave=False)
+        self.good, between_steps = self.boundary(), True
         try:
-            for step in range(start, o.steps):
-                if o.time_budget is not None and result.elapsed >= o.time_budget:
-                    result.stop_reason = "time_budget"
-                    break
-                if o.readout_warmup:
-                    _linear_readouts(self.model, step < o.readout_warmup)
-                loss = self.loss(step)
-                self.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.params, o.clip_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                result.losses.append(loss.item())
-                self.rng_state = _get_rng(o.device)
-                result.elapsed = elapsed_before + time.perf_counter() - clock
-                bar.update(1)
-                done = step + 1
-                if self.valid is not None and (done % o.eval_every == 0 or done == o.steps):
-                    stop = self.validate(done)
-                    last = result.valid[-1]
-                    bar.set_postfix(loss=f"{loss.item():.1f}", valid=f"{last['loss']:.1f}",
-                                    bps=f"{last['bits_per_spike']:.3f}")
-                    if stop:
-                        result.stop_reason = "early_stopping"
+            with _stop_requests() as requested:
+                while self.result.steps < o.steps:
+                    step, result = self.result.steps, self.result
+                    if requested():
+                        raise FitInterrupted(requested(), step, self.checkpoint)
+                    if o.time_budget is not None and result.elapsed >= o.time_budget:
+                        result.stop_reason = "time_budget"
                         break
-                if done % o.checkpoint_every == 0:
-                    self.save()
+                    if o.readout_warmup:
+                        _linear_readouts(self.model, step < o.readout_warmup)
+                    between_steps = False
+                    try:
+                        loss = self.step(step)
+                    except FloatingPointError as error:
+                        self.roll_back(error)
+                        bar.n = self.result.steps
+                        between_steps = True
+                        continue
+                    result.losses.append(loss.item())
+                    self.rng_state = _get_rng(o.device)
+                    between_steps = True
+                    now = time.perf_counter()
+                    result.elapsed = elapsed_before + now - clock
+                    bar.update(1)
+                    done = step + 1
+                    if self.valid is not None and (done % o.eval_every == 0 or done == o.steps):
+                        stop = self.validate(done)
+                        last = result.valid[-1]
+                        bar.set_postfix(loss=f"{loss.item():.1f}", valid=f"{last['loss']:.1f}",
+                                        bps=f"{last['bits_per_spike']:.3f}")
+                        if stop:
+                            result.stop_reason = "early_stopping"
+                            break
+                    if done % o.checkpoint_every == 0 or (
+                            o.checkpoint_seconds is not None
+                            and now - last_save >= o.checkpoint_seconds):
+                        self.save()
+                        self.good, last_save = self.boundary(), now
         except BaseException:
-            # Keep everything the run achieved: the parameters are consistent between steps.
+            # Keep what the run achieved, never half a step: between steps the state is
+            # consistent; inside one, the last boundary copy is.
             if self.checkpoint:
-                self.save()
-                log.warning("fit stopped at step %d; checkpoint saved to %s", step,
-                            self.checkpoint)
+                self.save(None if between_steps else self.good)
             raise
         finally:
             bar.close()
         if self.valid is None:
-            result.best_step, result.best_valid_loss = result.steps, math.nan
-            result.best_state = self._states()
+            self.result.best_step, self.result.best_valid_loss = self.result.steps, math.nan
+            self.result.best_state = self._states()
         self.save()
-        return result
+        return self.result
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """A fit stopped by SIGINT or SIGTERM at a step boundary, its checkpoint saved."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None) -> None:
+        where = (f"checkpoint saved to {checkpoint}; rerun the same command to resume"
+                 if checkpoint else "no checkpoint was asked for")
+        super().__init__(f"fit interrupted by {signal_name} at step {step}; {where}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+@contextmanager
+def _stop_requests() -> Iterator[Callable[[], str | None]]:
+    """SIGINT and SIGTERM ask the fit to stop at the next step boundary (a second SIGINT stops
+    at once); the previous handlers come back afterwards. Only in the main thread, where
+    Python delivers signals."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

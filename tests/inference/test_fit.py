@@ -132,14 +132,67 @@ def test_bad_options_and_data(data):
         fit(model, g, other)
 
 
-def test_nan_loss_is_a_clear_error_and_keeps_a_checkpoint(data, tmp_path):
+def test_a_state_that_is_never_finite_stops_with_one_line_and_is_not_saved(data, tmp_path):
     model, g = build()
     with torch.no_grad():
         model.readout.bias.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="loss became nan at step 0; lower lr"):
+    with pytest.raises(FloatingPointError, match="the loss became nan at step 0, again after 3 "
+                                                 "restarts") as error:
         fit(model, g, data, steps=3, checkpoint=tmp_path / "nan.pt", init_from_data=False,
             progress=False)
-    assert (tmp_path / "nan.pt").exists()
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "nan.pt").exists()  # never a non-finite state on disk
+
+
+def test_a_nan_rolls_back_to_the_last_finite_state_with_a_lower_rate(data, tmp_path,
+                                                                    monkeypatch):
+    train = data.select("train")
+    original = fit_module._Run.loss
+    hits = []
+
+    def nan_once_at_step_6(self, step):
+        loss = original(self, step)
+        if step == 6 and not hits:
+            hits.append(step)
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(fit_module._Run, "loss", nan_once_at_step_6)
+    model, g = build()
+    result = fit(model, g, train, checkpoint=tmp_path / "c.pt", checkpoint_every=4,
+                 **dict(OPTIONS, coordinated_dropout=0.0))
+    assert hits == [6] and len(result.losses) == OPTIONS["steps"]
+    assert all(math.isfinite(x) for x in result.losses)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["nan_retries"] == 1
+    assert state["scheduler"]["base_lrs"][0] == pytest.approx(0.01 * 0.5)
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes_the_same_run(data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    train = data.select("train")
+    options = dict(OPTIONS, coordinated_dropout=0.0)
+    model, g = build()
+    whole = fit(model, g, train, seed=5, **options)
+    original = fit_module._batch_indices
+
+    def terminate_at_step_5(n_trials, batch_size, seed, step):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(n_trials, batch_size, seed, step)
+
+    monkeypatch.setattr(fit_module, "_batch_indices", terminate_at_step_5)
+    model, g = build()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(fit_module.FitInterrupted, match="SIGTERM at step 6; checkpoint saved"):
+        fit(model, g, train, seed=5, checkpoint=tmp_path / "c.pt", **options)
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    model, g = build(seed=99)
+    resumed = fit(model, g, train, seed=5, checkpoint=tmp_path / "c.pt", **options)
+    assert resumed.losses == whole.losses
 
 
 def test_a_users_optimizer_and_scheduler_drive_the_fit_and_resume(data, tmp_path, monkeypatch):

@@ -1,0 +1,165 @@
+"""Run folders that never lie, and every command-line error one line (issue: runs a user can
+trust). Each fault is injected here; the README's fault table lists them."""
+
+import json
+import os
+import signal
+import warnings
+
+import numpy as np
+import pytest
+
+from pyrodyn.cli import main
+from pyrodyn.data import SpikeData, load, save, synthetic
+from pyrodyn.inference import svi as fit_module
+
+QUICK = ["--steps", "3", "--quiet", "--set", "refine_steps=0", "eval_every=1"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        paths[name] = tmp_path / f"{name}.npz"
+        save(synthetic.limit_cycle(n_trials=14, n_bins=8, n_neurons=5, seed=seed).with_split(
+            seed=seed), paths[name])
+    return paths
+
+
+def one_line_error(capsys, code, expected, returned=1):
+    err = capsys.readouterr().err.strip()
+    assert code == returned, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert expected in err, err
+    return err
+
+
+def test_a_folder_of_another_fit_is_refused_and_overwrite_replaces_it(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", str(files["a"]), "--out", str(run), *QUICK]) == 0
+    model_bytes = (run / "model.pt").read_bytes()
+    record = json.loads((run / "run.json").read_text())
+    assert record["data"] == load(files["a"]).fingerprint() and record["config"]["steps"] == 3
+    capsys.readouterr()
+    code = main(["fit", str(files["b"]), "--out", str(run), *QUICK])
+    one_line_error(capsys, code, "holds a fit of other data")
+    code = main(["fit", str(files["a"]), "--out", str(run), *QUICK, "--set", "lr=0.005"])
+    one_line_error(capsys, code, "holds a fit of other options (lr 0.01 -> 0.005)")
+    assert (run / "model.pt").read_bytes() == model_bytes  # untouched
+    assert main(["fit", str(files["b"]), "--out", str(run), *QUICK, "--overwrite"]) == 0
+    assert json.loads((run / "run.json").read_text())["data"] == load(files["b"]).fingerprint()
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--set", "readout=nonsense"], "readout must be one of"),
+    (["--latent-dim", "0"], "latent_dim: must be >= 1"),
+    (["--device", "banana"], "unknown device 'banana'"),
+    (["--device", "cuda"], "CUDA is not available"),
+    (["--set", "curriculum=5"], "curriculum: expected"),
+    (["--set", "curriculum=[10]"], "curriculum: expected"),
+    (["--set", "num_threads=0"], "num_threads: must be >= 1"),
+    (["--set", "kl_warmup=-1"], "kl_warmup: must be >= 0"),
+    (["--set", "lr=true"], "lr: must be a number"),
+    (["--set", "time_budget=-1"], "time_budget: must be >= 0"),
+    (["--set", "hidden=0"], "hidden: must be >= 1"),
+    (["--set", "lr=!!python/object/apply:os.system [echo]"], "is not plain YAML data"),
+])
+def test_rejected_options_are_one_line_and_write_nothing(files, tmp_path, capsys, options,
+                                                         expected):
+    run = tmp_path / "rejected"
+    code = main(["fit", str(files["a"]), "--out", str(run), "--steps", "2", *options])
+    one_line_error(capsys, code, expected)
+    assert not run.exists()
+
+
+def test_a_yaml_tag_in_a_config_file_never_runs(files, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    config = tmp_path / "bad.yaml"
+    config.write_text(f'lr: !!python/object/apply:os.system ["touch {marker}"]\n')
+    code = main(["fit", str(files["a"]), "--out", str(tmp_path / "r"), "--config", str(config)])
+    one_line_error(capsys, code, "is not plain YAML data")
+    assert not marker.exists()
+
+
+def test_bad_files_are_one_line(tmp_path, capsys):
+    np.save(tmp_path / "arr.npy", np.zeros(3))
+    (tmp_path / "arr.npy").rename(tmp_path / "renamed.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    code = main(["fit", str(tmp_path / "renamed.npz"), "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "holds one .npy array, not an .npz archive")
+    code = main(["fit", str(tmp_path / "text.npz"), "--out", str(tmp_path / "r")])
+    err = one_line_error(capsys, code, "is not an .npz archive")
+    assert "allow_pickle" not in err
+    import h5py
+
+    with h5py.File(tmp_path / "lfads.h5", "w") as f:
+        for key in ("train_encod_data", "valid_encod_data"):
+            f[key] = np.zeros((4, 5))
+    code = main(["fit", str(tmp_path / "lfads.h5"), "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "must be (trial, time, neuron), got shape (4, 5)")
+
+
+def test_posterior_with_no_draws_is_one_line(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", str(files["a"]), "--out", str(run), *QUICK]) == 0
+    capsys.readouterr()
+    code = main(["posterior", str(run), str(files["a"]), "--out", str(tmp_path / "p.nc"),
+                 "--num-samples", "0"])
+    one_line_error(capsys, code, "num_samples and batch_size: must be >= 1")
+
+
+def test_set_takes_several_options_at_once(files, tmp_path):
+    run = tmp_path / "run"
+    assert main(["fit", str(files["a"]), "--out", str(run), "--quiet", "--set", "steps=2",
+                 "lr=0.005", "refine_steps=0"]) == 0
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["steps"] == 2 and config["lr"] == 0.005
+
+
+def test_a_file_without_a_split_gets_a_recorded_one(tmp_path, capsys):
+    data = synthetic.two_area(n_trials=16, n_bins=8, n_neurons=4, seed=0)
+    raw = tmp_path / "raw.npz"
+    save(SpikeData(data.spikes, dt=data.dt, neuron_area=data.neuron_area), raw)
+    run = tmp_path / "run"
+    assert main(["fit", str(raw), "--out", str(run), "--model", "multi-area", *QUICK]) == 0
+    assert "made a split (70/15/15, seed 0)" in capsys.readouterr().out
+    split = json.loads((run / "split.json").read_text())["split"]
+    assert len(split) == 16 and {"train", "valid", "test"} <= set(split)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"valid", "test"}
+    out = tmp_path / "p.nc"
+    assert main(["posterior", str(run), str(raw), "--out", str(out), "--num-samples", "2"]) == 0
+    assert "2 trials" in capsys.readouterr().out  # the recorded test split
+
+
+def test_an_npz_without_dt_warns(tmp_path):
+    np.savez(tmp_path / "no_dt.npz", spikes=np.ones((2, 3, 4)))
+    with pytest.warns(UserWarning, match="holds no 'dt'; assuming bins of 10 ms"):
+        assert load(tmp_path / "no_dt.npz").dt == 0.01
+    np.savez(tmp_path / "dt.npz", spikes=np.ones((2, 3, 4)), dt=0.005)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(tmp_path / "dt.npz").dt == 0.005
+
+
+def test_sigterm_during_a_fit_is_one_line_and_the_rerun_resumes(files, tmp_path, capsys,
+                                                                 monkeypatch):
+    run = tmp_path / "run"
+    original = fit_module._batch_indices
+
+    def terminate_at_step_2(n_trials, batch_size, seed, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(n_trials, batch_size, seed, step)
+
+    monkeypatch.setattr(fit_module, "_batch_indices", terminate_at_step_2)
+    command = ["fit", str(files["a"]), "--out", str(run), "--quiet", "--set", "steps=6",
+               "refine_steps=0", "batch_size=4"]
+    code = main(command)
+    one_line_error(capsys, code, "fit interrupted by SIGTERM at step 3; checkpoint saved",
+                   returned=130)
+    assert (run / "checkpoint.pt").is_file() and not (run / "model.pt").exists()
+    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    assert main(command) == 0
+    losses = json.loads((run / "losses.json").read_text())["losses"]
+    assert len(losses) == 6
