@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import traceback
@@ -37,6 +38,26 @@ def _simulate(args: argparse.Namespace) -> None:
         data = data.with_heldout_neurons(args.heldout, seed=args.seed)
     save(data, args.out)
     print(f"wrote {args.out}: {data}")
+
+
+def _load_data(args: argparse.Namespace) -> SpikeData:
+    """The data file with the command line's loading options (NWB: alignment, window, areas)."""
+    options = {name: getattr(args, name) for name in ("align", "area_column")
+               if getattr(args, name) is not None}
+    if args.window is not None:
+        options["window"] = tuple(args.window)
+    return load(args.data, dt=args.dt, **options)
+
+
+def _add_data_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("reading the data file")
+    group.add_argument("--dt", type=float, help="bin width in seconds (NWB; .npz/.h5 files "
+                                                "that do not store it)")
+    group.add_argument("--align", help="NWB: trials-table column to align trials to "
+                                       "(default start_time)")
+    group.add_argument("--window", type=float, nargs=2, metavar=("BEFORE", "AFTER"),
+                       help="NWB: seconds around the aligned time")
+    group.add_argument("--area-column", help="NWB: units-table column with each unit's area")
 
 
 def _load_run(run_dir: Path, data: SpikeData):
@@ -94,8 +115,9 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     model, guide = build_run(config, train)  # checks the model options against the data
     runs.claim(run_dir, record, overwrite=overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    # run.json first: a kill between the two writes leaves a folder the rerun resumes
     runs.write_json(run_dir / "run.json", record)
+    runs.write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if made_split:
         runs.write_json(run_dir / "split.json", {"split": data.split.tolist()})
     result = fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
@@ -143,14 +165,14 @@ def _fit(args: argparse.Namespace) -> None:
                   latent_dim=args.latent_dim, readout=args.readout, guide=args.guide,
                   steps=args.steps, device=args.device, seed=args.seed)
     config = RunConfig.from_sources(args.config, args.set, **values)
-    _fit_run(load(args.data), config, Path(args.out), quiet=args.quiet,
+    _fit_run(_load_data(args), config, Path(args.out), quiet=args.quiet,
              overwrite=args.overwrite)
 
 
 def _posterior(args: argparse.Namespace) -> None:
     from .inference import posterior
 
-    config, model, guide, data = _load_run(Path(args.run_dir), load(args.data))
+    config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args))
     post = posterior(model, guide, _split_of(data, args.split), num_samples=args.num_samples,
                      refine_steps=_refine_steps(args, config), device=config.device)
     idata = post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide)
@@ -225,7 +247,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from .inference import evaluate
 
-    config, model, guide, data = _load_run(Path(args.run_dir), load(args.data))
+    config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args))
     scores = {args.split: evaluate(model, guide, _split_of(data, "train"),
                                    _split_of(data, args.split), num_samples=args.num_samples,
                                    refine_steps=_refine_steps(args, config))}
@@ -289,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--overwrite", action="store_true",
                      help="replace a fit of other data or options in --out (default: refuse; "
                           "the same data and options resume)")
+    _add_data_options(fit)
     fit.set_defaults(run=_fit)
 
     demo = commands.add_parser("demo", help="simulate Lorenz, fit, score against the truth, "
@@ -325,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--split", default="test", choices=["train", "valid", "test"])
     post.add_argument("--num-samples", type=int, default=100)
     post.add_argument("--refine-steps", type=int, help=REFINE_HELP)
+    _add_data_options(post)
     post.set_defaults(run=_posterior)
 
     ev = commands.add_parser("evaluate", help="score a fitted run on a split of a data file")
@@ -333,13 +357,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--num-samples", type=int, default=10)
     ev.add_argument("--refine-steps", type=int, help=REFINE_HELP)
+    _add_data_options(ev)
     ev.set_defaults(run=_evaluate)
     return parser
+
+
+def _log_to_stderr(quiet: bool) -> logging.Handler:
+    """pyrodyn's progress lines and warnings as plain lines on stderr (batch jobs, nohup)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("pyrodyn")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = _log_to_stderr(getattr(args, "quiet", False))
+    try:
+        return _run(args)
+    finally:
+        logging.getLogger("pyrodyn").removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         args.run(args)
     except KeyboardInterrupt as error:  # SIGINT or SIGTERM: the fit saved its checkpoint

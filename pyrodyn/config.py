@@ -58,6 +58,7 @@ class RunConfig:
     eval_every: int = 100
     checkpoint_every: int = 200
     checkpoint_seconds: float | None = None
+    progress_every: float | None = 30.0
     patience: int | None = None
     time_budget: float | None = None
     seed: int = 0

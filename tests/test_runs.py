@@ -163,3 +163,50 @@ def test_sigterm_during_a_fit_is_one_line_and_the_rerun_resumes(files, tmp_path,
     assert main(command) == 0
     losses = json.loads((run / "losses.json").read_text())["losses"]
     assert len(losses) == 6
+
+
+def test_a_recording_on_the_command_line(tmp_path, capsys):
+    """NWB options reach the loader; the file has no split, so one is made and recorded."""
+    pytest.importorskip("pynwb")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+    from test_io import write_nwb
+
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(1.2, (14, 10, 4))
+    path = tmp_path / "session.nwb"
+    write_nwb(path, counts, 0.02, np.arange(14) * 2.0, 0.3, ["M1", "M1", "PMd", "PMd"],
+              with_electrodes=False)
+    run = tmp_path / "run"
+    assert main(["fit", str(path), "--out", str(run), "--dt", "0.02", "--align", "go_cue_time",
+                 "--window", "0", "0.2", "--area-column", "brain_area", "--model", "multi-area",
+                 "--latent-dim", "1", *QUICK]) == 0
+    assert "made a split" in capsys.readouterr().out
+    assert main(["evaluate", str(run), str(path), "--dt", "0.02", "--align", "go_cue_time",
+                 "--window", "0", "0.2", "--area-column", "brain_area"]) == 0
+    code = main(["fit", str(tmp_path / "x.npz"), "--out", str(run), "--align", "go"])
+    one_line_error(capsys, code, "no such file")
+    save(synthetic.lorenz(n_trials=4, n_bins=5, n_neurons=3), tmp_path / "x.npz")
+    code = main(["fit", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r2"), "--align", "go"])
+    one_line_error(capsys, code, "apply to .nwb files only")
+    code = main(["fit", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r2"), "--dt", "0.5"])
+    one_line_error(capsys, code, "says its bins are 0.01 s, but 0.5 s was given")
+
+
+def test_runs_without_a_terminal_log_progress_lines(files, tmp_path, caplog):
+    import logging
+
+    from pyrodyn.config import RunConfig, build_run
+    from pyrodyn.inference import fit
+
+    data = load(files["a"])
+    config = RunConfig(steps=4, eval_every=2, progress_every=0.0, refine_steps=0)
+    model, guide = build_run(config, data.select("train"))
+    with caplog.at_level(logging.INFO, logger="pyrodyn"):
+        fit(model, guide, data.select("train"), valid=data.select("valid"), progress=False,
+            options=config.fit_options())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fit: step")]
+    assert len(lines) == 4 and lines[-1].startswith("fit: step 4/4 (100%), loss ")
+    assert "valid bits per spike" in lines[-1] and "ETA 0 s" in lines[-1]

@@ -79,7 +79,7 @@ def _to_arrays(data: SpikeData) -> dict[str, Any]:
     return arrays
 
 
-def _from_arrays(arrays: dict[str, Any], source: str) -> SpikeData:
+def _from_arrays(arrays: dict[str, Any], source: str, dt: float | None = None) -> SpikeData:
     if "spikes" not in arrays:
         raise ValueError(f"{source}: no 'spikes' array (keys: {', '.join(sorted(arrays))})")
     get = arrays.get
@@ -104,7 +104,7 @@ def _from_arrays(arrays: dict[str, Any], source: str) -> SpikeData:
     meta = json.loads(str(get("meta", "{}")))
     meta.setdefault("source", source)
     return SpikeData(
-        arrays["spikes"], dt=_bin_width(get("dt"), source), neuron_ids=get("neuron_ids"),
+        arrays["spikes"], dt=_bin_width(get("dt"), dt, source), neuron_ids=get("neuron_ids"),
         neuron_area=get("neuron_area"),
         areas=None if get("areas") is None else tuple(get("areas").tolist()),
         trial_ids=get("trial_ids"), split=get("split"), heldout_neurons=get("heldout_neurons"),
@@ -150,12 +150,17 @@ def _read_h5(f: h5py.File) -> dict[str, Any]:
     return arrays
 
 
-def _bin_width(dt, source: str) -> float:
-    if dt is None:
-        warnings.warn(f"{source}: holds no 'dt'; assuming bins of 10 ms (save the bin width in "
-                      "seconds as 'dt')", stacklevel=3)
+def _bin_width(stored, given: float | None, source: str) -> float:
+    """The file's bin width, or the one the caller gives (they must agree when both exist)."""
+    if stored is None and given is None:
+        warnings.warn(f"{source}: holds no 'dt'; assuming bins of 10 ms (give dt=..., --dt on "
+                      "the command line, or save the bin width in seconds as 'dt')",
+                      stacklevel=4)
         return 0.01
-    return float(dt)
+    if stored is not None and given is not None and not np.isclose(float(stored), given):
+        raise ValueError(f"dt: {source} says its bins are {float(stored)} s, but {given} s "
+                         "was given")
+    return float(given if stored is None else stored)
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
@@ -246,11 +251,13 @@ def _lfads_from_arrays(arrays: dict[str, Any], source: str, dt: float) -> SpikeD
     )
 
 
-def load(path: str | os.PathLike, **options: Any) -> SpikeData:
+def load(path: str | os.PathLike, *, dt: float | None = None, **options: Any) -> SpikeData:
     """Loads spike data, dispatching on the file.
 
     ``.npz`` and ``.h5`` in pyrodyn's layout, ``.h5`` in lfads-torch's layout (detected by its
     ``train_encod_data``/``train_data`` key), and ``.nwb`` (options go to ``load_nwb``).
+    ``dt``: bin width in seconds, for files that do not store it (a file that does must
+    agree); without either, 10 ms with a warning.
 
     Raises:
         ValueError: for a missing file, an unknown extension or an invalid layout or content.
@@ -262,14 +269,17 @@ def load(path: str | os.PathLike, **options: Any) -> SpikeData:
     if suffix == ".nwb":
         from .nwb import load_nwb
 
-        return load_nwb(path, **options)
+        return load_nwb(path, **({} if dt is None else {"dt": dt}), **options)
+    if options:
+        raise ValueError(f"options: {', '.join(sorted(options))} apply to .nwb files only, not "
+                         f"{path.name}")
     if suffix == ".npz":
-        return _from_arrays(_read_npz(path), str(path))
+        return _from_arrays(_read_npz(path), str(path), dt)
     if suffix in (".h5", ".hdf5"):
         with h5py.File(path, "r") as f:
             keys = set(f.keys())
         if "spikes" not in keys and ({"train_encod_data", "train_data"} & keys):
-            return load_lfads_h5(path, **options)
+            return load_lfads_h5(path, dt=_bin_width(None, dt, str(path)))
         with h5py.File(path, "r") as f:
-            return _from_arrays(_read_h5(f), str(path))
+            return _from_arrays(_read_h5(f), str(path), dt)
     raise ValueError(f"path: unsupported extension {suffix!r} for {path} (.npz, .h5, .nwb)")

@@ -78,6 +78,8 @@ class FitOptions:
         device: "cpu" or "cuda"; ``num_threads``: torch threads during the fit (1 is fastest
             for small models on few cores; None leaves torch's setting).
         init_from_data: start the readout at each neuron's mean rate.
+        progress_every: seconds between progress lines when no progress bar is shown (None:
+            none).
     """
 
     steps: int = 2000
@@ -104,6 +106,7 @@ class FitOptions:
     device: str = "cpu"
     num_threads: int | None = 1
     init_from_data: bool = True
+    progress_every: float | None = 30.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "num_particles"):
@@ -120,6 +123,7 @@ class FitOptions:
         if self.coordinated_dropout >= 1:
             raise ValueError(f"coordinated_dropout: must be < 1, got {self.coordinated_dropout}")
         check_number("time_budget", self.time_budget, low=0, none=True)
+        check_number("progress_every", self.progress_every, low=0, none=True)
         check_number("checkpoint_seconds", self.checkpoint_seconds, low=0, low_open=True,
                      none=True)
         check_device(self.device)

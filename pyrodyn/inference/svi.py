@@ -189,7 +189,9 @@ def fit(
             exponential decay from ``lr`` to ``lr * lr_final`` over ``steps``).
         checkpoint: file to save to every ``checkpoint_every`` steps, at the end and when the
             fit is interrupted; with ``resume`` an existing file continues the same run.
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: show a progress bar (default: when stderr is a terminal); without one, a
+            line with loss, held-out scores and ETA goes to the ``pyrodyn`` logger at INFO
+            level every ``progress_every`` seconds (the command line prints them).
 
     Raises:
         ValueError: bad options or a guide that cannot follow the minibatches;
@@ -443,7 +445,7 @@ class _Run:
     def train(self, *, progress: bool) -> FitResult:
         o = self.o
         clock, elapsed_before = time.perf_counter(), self.result.elapsed
-        last_save = clock
+        last_save = last_line = clock
         bar = tqdm(total=o.steps, initial=self.result.steps, disable=not progress, desc="fit",
                    leave=False)
         self.good, between_steps = self.boundary(), True
@@ -481,6 +483,10 @@ class _Run:
                         if stop:
                             result.stop_reason = "early_stopping"
                             break
+                    if not progress and o.progress_every is not None and (
+                            now - last_line >= o.progress_every or done == o.steps):
+                        log.info(_progress_line(result, o.steps, loss.item()))
+                        last_line = now
                     if done % o.checkpoint_every == 0 or (
                             o.checkpoint_seconds is not None
                             and now - last_save >= o.checkpoint_seconds):
@@ -499,6 +505,19 @@ class _Run:
             self.result.best_state = self._states()
         self.save()
         return self.result
+
+
+def _progress_line(result: FitResult, steps: int, loss: float) -> str:
+    """One line for logs of runs without a terminal: step, loss, held-out scores, ETA."""
+    done = result.steps
+    parts = [f"fit: step {done}/{steps} ({done / steps:.0%})", f"loss {loss:.2f}"]
+    if result.valid:
+        last = result.valid[-1]
+        parts += [f"valid {name.replace('_', ' ')} {last[name]:.3f} (step {last['step']})"
+                  for name in ("bits_per_spike", "co_bps") if name in last]
+    rate = result.elapsed / max(done, 1)
+    parts += [f"{result.elapsed:.0f} s", f"ETA {rate * (steps - done):.0f} s"]
+    return ", ".join(parts)
 
 
 class FitInterrupted(KeyboardInterrupt):
