@@ -77,9 +77,10 @@ class RunConfig:
         for name, known in (("dynamics", FIELDS), ("readout", READOUTS),
                             ("likelihood", LIKELIHOODS), ("guide", GUIDES),
                             ("communication", CHANNELS), ("solver", FIXED_STEP + ADAPTIVE)):
-            if getattr(self, name) not in known:
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in known:
                 raise ValueError(f"config: {name} must be one of {', '.join(known)}, got "
-                                 f"{getattr(self, name)!r}")
+                                 f"{value!r}")
         for name in ("latent_dim", "hidden", "flow_layers", "comm_rank", "encoder_hidden"):
             check_number(f"config: {name}", getattr(self, name), integer=True, low=1)
         for name in ("inferred_input_dim", "refine_steps"):

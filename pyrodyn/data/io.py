@@ -251,6 +251,16 @@ def _lfads_from_arrays(arrays: dict[str, Any], source: str, dt: float) -> SpikeD
     )
 
 
+def _read_layout(path: Path, read):
+    """``read()``, with a malformed field (wrong kind or shape of array) reported as a
+    ValueError naming the file rather than a TypeError from deep inside numpy."""
+    try:
+        return read()
+    except (TypeError, KeyError, IndexError, AttributeError, OverflowError) as error:
+        raise ValueError(f"path: {path} does not hold pyrodyn's layout "
+                         f"({type(error).__name__}: {error})") from None
+
+
 def load(path: str | os.PathLike, *, dt: float | None = None, **options: Any) -> SpikeData:
     """Loads spike data, dispatching on the file.
 
@@ -274,12 +284,21 @@ def load(path: str | os.PathLike, *, dt: float | None = None, **options: Any) ->
         raise ValueError(f"options: {', '.join(sorted(options))} apply to .nwb files only, not "
                          f"{path.name}")
     if suffix == ".npz":
-        return _from_arrays(_read_npz(path), str(path), dt)
+        return _read_layout(path, lambda: _from_arrays(_read_npz(path), str(path), dt))
     if suffix in (".h5", ".hdf5"):
-        with h5py.File(path, "r") as f:
-            keys = set(f.keys())
+        try:
+            with h5py.File(path, "r") as f:
+                keys = set(f.keys())
+        except OSError as error:
+            raise ValueError(f"path: {path} is not an HDF5 file h5py can read "
+                             f"({str(error).strip() or type(error).__name__})") from None
         if "spikes" not in keys and ({"train_encod_data", "train_data"} & keys):
-            return load_lfads_h5(path, dt=_bin_width(None, dt, str(path)))
-        with h5py.File(path, "r") as f:
-            return _from_arrays(_read_h5(f), str(path), dt)
+            return _read_layout(path, lambda: load_lfads_h5(
+                path, dt=_bin_width(None, dt, str(path))))
+
+        def read():
+            with h5py.File(path, "r") as f:
+                return _from_arrays(_read_h5(f), str(path), dt)
+
+        return _read_layout(path, read)
     raise ValueError(f"path: unsupported extension {suffix!r} for {path} (.npz, .h5, .nwb)")

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ def check_number(name: str, value: Any, *, integer: bool = False, low: float | N
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "a whole number" if integer else "a number"
         raise ValueError(f"{name}: must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
     if high is not None and value > high:
