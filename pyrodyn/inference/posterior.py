@@ -158,7 +158,10 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
                 for name, value in values.items():
                     draws.setdefault(name, []).append(value)
             for name, values in draws.items():
-                parts.setdefault(name, []).append(torch.stack(values).cpu().numpy())
+                array = torch.stack(values).cpu().numpy()
+                if name == sites.SPIKES:  # predictive counts in the observed counts' dtype
+                    array = array.astype(data.spikes.dtype, copy=False)
+                parts.setdefault(name, []).append(array)
     stacked = {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items()}
     for name in global_names:
         stacked[name] = torch.stack([draw[name] for draw in shared]).cpu().numpy()

@@ -52,6 +52,7 @@ def test_posterior_predictive_is_not_the_observed_data(fitted, post):
     data, *_ = fitted
     test = data.select("test")
     predicted = post.draws["spikes"]
+    assert predicted.dtype == test.spikes.dtype  # counts stay counts
     assert (predicted != test.spikes[None]).any(axis=(1, 2, 3)).all()
     # Their mean tracks the fitted rates (law of large numbers over 40 draws x entries).
     gap = predicted.mean(0) - post.mean("rates")

@@ -151,8 +151,10 @@ def test_autoguides_follow_fits_minibatches(data, kind):
     pyro.set_rng_seed(0)
     model = LatentODEModel(train.n_neurons, 2)
     guide = kind(model)  # no create_plates: fit gives it the model's minibatch
+    before = snapshot(model)
     result = fit(model, guide, train, steps=40, batch_size=6, lr=0.02, progress=False)
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    assert changed(before, (model,)) and len(list(guide.parameters())) > 0
     kwargs = model_args(train.to_batch([3, 5]), train.n_trials)
     drawn, scored = scored_trials(model, guide, kwargs)
     assert drawn.tolist() == scored.tolist() == [3, 5]
@@ -175,9 +177,14 @@ def test_joint_autoguides_fit_whole_batches_and_refuse_minibatches(data, kind):
     pyro.set_rng_seed(0)
     model = LatentODEModel(train.n_neurons, 2)
     guide = kind(model)
+    before = snapshot(model)
     result = fit(model, guide, train, steps=40, batch_size=train.n_trials, lr=0.02,
                  progress=False)
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    assert changed(before, (model,))
+    kwargs = model_args(train.to_batch(), train.n_trials)
+    drawn, scored = scored_trials(model, guide, kwargs)
+    assert torch.equal(drawn, scored)
     post = posterior(model, guide, train, num_samples=3)  # the very trials it was fitted on
     assert post.draws[sites.LATENTS].shape == (3, train.n_trials, train.n_bins, 2)
 
@@ -189,8 +196,11 @@ def test_autoguidelist_composes_a_pyrodyn_guide_with_an_autoguide(data):
     guide = AutoGuideList(model, create_plates=trial_plate)
     guide.append(AmortizedNormalGuide(model, include_global=False))
     guide.append(AutoNormal(poutine.block(model, expose=["gain", "dropout"])))
+    before = snapshot(model, guide[0])
     result = fit(model, guide, train, steps=40, batch_size=6, lr=0.02, progress=False)
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    assert changed(before, (model, guide[0]))  # the encoder part is itself an AutoGuide
+    assert guide[1].locs.gain.abs() > 0  # the AutoGuide part for the global sites trained
     kwargs = model_args(train.to_batch([2, 8]), train.n_trials)
     drawn, scored = scored_trials(model, guide, kwargs)
     assert drawn.tolist() == scored.tolist() == [2, 8]
