@@ -93,7 +93,7 @@ def _split_of(data: SpikeData, split: str) -> SpikeData:
 
 
 def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
-             overwrite: bool = False):
+             overwrite: bool = False, replace_other: bool = False):
     """Fits on the train split (validating on the valid split) and writes the run directory
     (``pyrodyn.runs``): run.json, config.yaml, checkpoint.pt (resumable), model.pt,
     losses.json, metrics.json. Nothing is written before the options and data are checked."""
@@ -104,8 +104,6 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     made_split = data.split is None or not np.isin(data.split, ["valid", "test"]).any()
     if made_split:  # score on trials the fit never saw, and say so
         data = data.with_split(valid=0.15, test=0.15, seed=config.seed)
-        print(f"data: the file has no valid or test trials; made a split (70/15/15, seed "
-              f"{config.seed}), recorded in {run_dir / 'split.json'}")
     record = {"pyrodyn_version": __version__, "data": data.fingerprint(),
               "config": config.to_dict()}
     train = data.select("train")
@@ -113,13 +111,15 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     splits = [name for name in ("valid", "test") if (data.split == name).any()]
     valid = data.select("valid") if "valid" in splits and amortized else None
     model, guide = build_run(config, train)  # checks the model options against the data
-    runs.claim(run_dir, record, overwrite=overwrite)
+    runs.claim(run_dir, record, overwrite=overwrite, replace_other=replace_other)
     run_dir.mkdir(parents=True, exist_ok=True)
     # run.json first: a kill between the two writes leaves a folder the rerun resumes
     runs.write_json(run_dir / "run.json", record)
     runs.write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if made_split:
         runs.write_json(run_dir / "split.json", {"split": data.split.tolist()})
+        print(f"data: the file has no valid or test trials; made a split (70/15/15, seed "
+              f"{config.seed}), recorded in {run_dir / 'split.json'}")
     result = fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
                  progress=False if quiet else None, options=config.fit_options())
     save_state(run_dir / "model.pt", model, guide)
@@ -212,9 +212,8 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"simulated {data}")
     config = RunConfig.from_sources(args.config, args.set, steps=args.steps,
                                     time_budget=args.budget, seed=args.seed)
-    model, guide, result, metrics, train_latents, data = _fit_run(data, config, out,
-                                                                  quiet=args.quiet,
-                                                                  overwrite=args.overwrite)
+    model, guide, result, metrics, train_latents, data = _fit_run(
+        data, config, out, quiet=args.quiet, replace_other=True)  # the demo's own folder
     test = metrics["test"]
     ratio = test["bits_per_spike"] / test["true_bits_per_spike"]
     print(f"bits per spike: {test['bits_per_spike']:.3f} of the true rates' "
@@ -325,8 +324,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
-    demo.add_argument("--overwrite", action="store_true",
-                      help="replace an earlier demo of other options in --out")
     demo.set_defaults(run=_demo)
 
     bench = commands.add_parser("benchmark", help="attractor-recovery benchmark: systems x "

@@ -61,17 +61,23 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if old.get(k) != new.get(k)]
 
 
-def claim(folder: str | os.PathLike, record: dict[str, Any], *, overwrite: bool = False
-          ) -> bool:
+def claim(folder: str | os.PathLike, record: dict[str, Any], *, overwrite: bool = False,
+          replace_other: bool = False) -> bool:
     """Makes ``folder`` ready for the fit ``record`` describes ({"data": fingerprint,
     "config": resolved options, "pyrodyn_version": ...}); True when it already holds that fit
-    (resume it). Writes nothing but, with ``overwrite``, removes the folder's run files.
+    (resume it). Writes nothing but removes the folder's run files with ``overwrite`` (always)
+    or ``replace_other`` (when they belong to another fit: the demo's own folder).
 
     Raises:
         ValueError: the folder holds another fit, or run files without a record.
     """
     folder = Path(folder)
     present = [name for name in RUN_FILES if (folder / name).exists()]
+    if present and not overwrite and replace_other:
+        try:
+            return claim(folder, record)
+        except ValueError:
+            overwrite = True
     if not present:
         return False
     if overwrite:

@@ -115,3 +115,7 @@ def test_demo_runs_end_to_end_small(tmp_path, capsys):
     assert "bits per spike" in printed and "90% posterior interval" in printed
     for name in ("posterior.nc", "latents.png", "model.pt", "checkpoint.pt", "lorenz.npz"):
         assert (out / name).is_file()
+    # the demo's folder is its own: a demo of other options replaces the earlier one
+    assert main(["demo", "--out", str(out), "--trials", "40", "--steps", "2", "--num-samples",
+                 "2", "--quiet"]) == 0
+    assert '"steps": 2' in (out / "run.json").read_text().replace("\n", "")

@@ -195,11 +195,13 @@ def fit(
 
     Raises:
         ValueError: bad options or a guide that cannot follow the minibatches;
-        FloatingPointError: the loss became NaN or inf.
+        FloatingPointError: the loss or gradient stayed non-finite after ``nan_retries``
+            restarts from the last finite state; FitInterrupted (a ``KeyboardInterrupt``):
+            SIGINT or SIGTERM stopped the fit at a step boundary, checkpoint saved.
     """
     o = (options or FitOptions()).replace(**changes)
     o = o.replace(batch_size=min(o.batch_size, train.n_trials))
-    _check_data(model, guide, train, valid)
+    _check_call(model, guide, train, valid)
     _follow_minibatches(guide)
     with torch_threads(o.num_threads), isolated_rng(o.seed, o.device), own_param_store(guide):
         run = _Run(model, guide, train, valid, o, optimizer=optimizer, scheduler=scheduler,
@@ -222,10 +224,14 @@ def _linear_readouts(model: nn.Module, linear: bool) -> None:
             module.linear_only = linear
 
 
-def _check_data(model, guide, train, valid) -> None:
+def _check_call(model, guide, train, valid) -> None:
     if not isinstance(model, SpikeModel):
         raise ValueError(f"model: fit needs a pyrodyn SpikeModel (subclass "
                          f"pyrodyn.models.SpikeModel), got {type(model).__name__}")
+    if not isinstance(guide, nn.Module):
+        raise ValueError(f"guide: fit trains a guide that is an nn.Module (pyrodyn's, an "
+                         f"AutoGuide, a PyroModule), got {type(guide).__name__}; for a plain "
+                         "function use Pyro's SVI")
     for name, data in (("train", train), ("valid", valid)):
         if data is not None and data.n_neurons != model.n_neurons:
             raise ValueError(f"{name}: has {data.n_neurons} neurons but the model was built "
