@@ -49,6 +49,13 @@ def _load_data(args: argparse.Namespace) -> SpikeData:
     return load(args.data, dt=args.dt, **options)
 
 
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model-class", metavar="PACKAGE.MODULE:CLASS",
+                         help="the user model class the run was fitted with (imported only "
+                              "when named here)")
+    _add_data_options(command)
+
+
 def _add_data_options(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group("reading the data file")
     group.add_argument("--dt", type=float, help="bin width in seconds (NWB; .npz/.h5 files "
@@ -60,16 +67,21 @@ def _add_data_options(command: argparse.ArgumentParser) -> None:
     group.add_argument("--area-column", help="NWB: units-table column with each unit's area")
 
 
-def _load_run(run_dir: Path, data: SpikeData):
+def _load_run(run_dir: Path, data: SpikeData, model_class: str | None = None):
     """The config, model and guide a ``pyrodyn fit`` run wrote, ready for ``data`` (with the
-    split the fit made, where the data file has none)."""
-    from .config import RunConfig, build_run
+    split the fit made, where the data file has none). A run of a user's model class imports
+    that class only when the user names it (``model_class``): a run folder is data, and
+    importing a module named in it would run that module's code."""
+    from .config import MODELS, RunConfig, build_run
     from .inference import load_state
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ValueError(f"run_dir: {run_dir} holds no config.yaml (is it a pyrodyn fit run?)")
     config = RunConfig.from_sources(config_path)
+    if config.model not in MODELS and config.model != model_class:
+        raise ValueError(f"run_dir: {run_dir} was fitted with the model class {config.model!r};"
+                         f" name it to import it: --model-class {config.model}")
     data = _with_recorded_split(data, run_dir)
     train = data.select("train") if data.split is not None else data
     model, guide = build_run(config, train)
@@ -172,7 +184,8 @@ def _fit(args: argparse.Namespace) -> None:
 def _posterior(args: argparse.Namespace) -> None:
     from .inference import posterior
 
-    config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args))
+    config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args),
+                                           args.model_class)
     post = posterior(model, guide, _split_of(data, args.split), num_samples=args.num_samples,
                      refine_steps=_refine_steps(args, config), device=config.device)
     idata = post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide)
@@ -246,7 +259,8 @@ def _demo(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from .inference import evaluate
 
-    config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args))
+    config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args),
+                                           args.model_class)
     scores = {args.split: evaluate(model, guide, _split_of(data, "train"),
                                    _split_of(data, args.split), num_samples=args.num_samples,
                                    refine_steps=_refine_steps(args, config))}
@@ -345,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--split", default="test", choices=["train", "valid", "test"])
     post.add_argument("--num-samples", type=int, default=100)
     post.add_argument("--refine-steps", type=int, help=REFINE_HELP)
-    _add_data_options(post)
+    _add_run_options(post)
     post.set_defaults(run=_posterior)
 
     ev = commands.add_parser("evaluate", help="score a fitted run on a split of a data file")
@@ -354,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--num-samples", type=int, default=10)
     ev.add_argument("--refine-steps", type=int, help=REFINE_HELP)
-    _add_data_options(ev)
+    _add_run_options(ev)
     ev.set_defaults(run=_evaluate)
     return parser
 
