@@ -12,7 +12,21 @@ import numpy as np
 import pyro
 import torch
 
-__all__ = ["isolated_rng", "torch_threads", "own_param_store"]
+__all__ = ["isolated_rng", "torch_threads", "own_param_store", "get_torch_rng", "set_torch_rng"]
+
+
+def get_torch_rng(device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """torch's generator states that draws on ``device`` use (CPU, and CUDA's for a GPU)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def set_torch_rng(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 @contextmanager

@@ -182,15 +182,15 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def _posterior(args: argparse.Namespace) -> None:
-    from .inference import posterior
+    from .inference import write_posterior
 
     config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args),
                                            args.model_class)
-    post = posterior(model, guide, _split_of(data, args.split), num_samples=args.num_samples,
-                     refine_steps=_refine_steps(args, config), device=config.device)
-    idata = post.to_inference_data(elbo="Trace_ELBO", guide_name=config.guide)
-    idata.to_netcdf(args.out)
-    print(f"wrote {args.out}: {args.num_samples} draws of {post.data.n_trials} trials")
+    trials = _split_of(data, args.split)
+    write_posterior(args.out, model, guide, trials, num_samples=args.num_samples,
+                    refine_steps=_refine_steps(args, config), device=config.device,
+                    elbo="Trace_ELBO", guide_name=config.guide)
+    print(f"wrote {args.out}: {args.num_samples} draws of {trials.n_trials} trials")
 
 
 def _benchmark(args: argparse.Namespace) -> None:

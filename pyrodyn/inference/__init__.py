@@ -25,16 +25,17 @@ from .guides import (
     trial_plate,
 )
 from .options import FitOptions
-from .posterior import Posterior, posterior, posterior_means
+from .posterior import Posterior, iter_posterior, posterior, posterior_means
 from .refine import LocalGuide, refine
 from .state import initialize_guide, load_state, read_state, save_state, write_state
+from .stream import write_posterior
 from .svi import FitInterrupted, FitResult, fit, make_elbo
 from .traces import model_args, replay
 
 __all__ = [
     "fit", "FitResult", "FitOptions", "FitInterrupted", "make_elbo", "model_args", "replay",
-    "posterior_means",
-    "posterior", "Posterior", "to_inference_data", "refine", "LocalGuide",
+    "posterior", "iter_posterior", "posterior_means", "write_posterior", "Posterior",
+    "to_inference_data", "refine", "LocalGuide",
     "save_state", "load_state", "read_state", "write_state", "initialize_guide", "evaluate",
     "trial_plate", "per_trial_trials",
     "AmortizedGuide", "AmortizedNormalGuide", "AmortizedFlowGuide", "MAPGuide", "SpikeEncoder",

@@ -22,6 +22,7 @@ Example (with a fitted ``model`` and ``guide``)::
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from pyro.infer.autoguide import AutoContinuous
 
-from .._isolation import isolated_rng, own_param_store
+from .._isolation import get_torch_rng, isolated_rng, own_param_store, set_torch_rng
 from .._version import __version__
 from ..data.spikes import SpikeData
 from ..models import sites
@@ -39,7 +40,7 @@ from .guides import per_trial_trials
 from .refine import refine
 from .traces import model_args, replay
 
-__all__ = ["Posterior", "posterior", "posterior_means"]
+__all__ = ["Posterior", "posterior", "iter_posterior", "posterior_means"]
 
 
 @dataclass
@@ -98,14 +99,15 @@ def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor,
     return predicted, log_likelihood
 
 
-@torch.no_grad()
 def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
               batch_size: int = 256, device: str | torch.device = "cpu",
               include_heldout: bool = False, refine_steps: int = 0,
               seed: int | None = 0) -> Posterior:
-    """Draws ``num_samples`` posterior samples for every trial of ``data``.
+    """Draws ``num_samples`` posterior samples for every trial of ``data``, in memory
+    (``write_posterior`` streams them to a file instead).
 
     Args:
+        batch_size: trials per batch (the guide, refinement and model run once per batch).
         include_heldout: let the guide see held-out neurons (default: hidden, as in fitting).
         refine_steps: move each trial's posterior centre this many steps toward its mode,
             keeping the guide's spread (``pyrodyn.inference.refine``: closes the amortization
@@ -117,6 +119,23 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
         ValueError: bad arguments, or a per-trial guide asked about trials other than those it
             was fitted on.
     """
+    batches = list(iter_posterior(model, guide, data, num_samples=num_samples,
+                                  batch_size=batch_size, device=device,
+                                  include_heldout=include_heldout, refine_steps=refine_steps,
+                                  seed=seed))
+    first = batches[0]
+    draws = {name: (value if name in first.global_sites else
+                    np.concatenate([b.draws[name] for b in batches], axis=1))
+             for name, value in first.draws.items()}
+    return Posterior(draws, data, first.attrs, global_sites=first.global_sites)
+
+
+def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
+                   batch_size: int = 256, device: str | torch.device = "cpu",
+                   include_heldout: bool = False, refine_steps: int = 0,
+                   seed: int | None = 0) -> Iterator[Posterior]:
+    """``posterior``'s draws one batch of trials at a time (each a ``Posterior`` of those
+    trials; global sites are the same draws in every batch), so memory stays bounded."""
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size: must be >= 1, got {num_samples}, "
                          f"{batch_size}")
@@ -131,40 +150,7 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
                 f"on, not these {data.n_trials}; use an amortized guide for new trials")
         if any(isinstance(part, AutoContinuous) for part in guide.modules()):
             batch_size = data.n_trials  # one joint vector over all trials: no minibatches
-    observed, global_names = model.observed_sites, tuple(model.global_sites)
-    model.eval()
-    if isinstance(guide, torch.nn.Module):  # a guide may also be a plain Pyro function
-        guide.eval()
-    parts: dict[str, list[np.ndarray]] = {}
-    shared: list[dict[str, torch.Tensor]] = []  # global sites of each draw, for every batch
-    seeded = isolated_rng(seed, device) if seed is not None else contextlib.nullcontext()
-    with seeded, own_param_store(guide):
-        for start in range(0, data.n_trials, batch_size):
-            index = np.arange(start, min(start + batch_size, data.n_trials))
-            batch = data.to_batch(index, device=device, include_heldout=include_heldout)
-            kwargs = model_args(batch, data.n_trials)
-            q = refine(model, guide, kwargs, steps=refine_steps) if refine_steps else guide
-            draws: dict[str, list[torch.Tensor]] = {}
-            for i in range(num_samples):
-                fixed = shared[i] if i < len(shared) else None
-                guide_trace, trace = replay(model, q, kwargs, fixed=fixed)
-                if i == len(shared):
-                    shared.append({name: guide_trace.nodes[name]["value"]
-                                   for name in global_names})
-                values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)
-                          if name not in global_names}
-                values[sites.SPIKES], values["log_likelihood"] = _predict(
-                    trace, observed, batch.spikes)
-                for name, value in values.items():
-                    draws.setdefault(name, []).append(value)
-            for name, values in draws.items():
-                array = torch.stack(values).cpu().numpy()
-                if name == sites.SPIKES:  # predictive counts in the observed counts' dtype
-                    array = array.astype(data.spikes.dtype, copy=False)
-                parts.setdefault(name, []).append(array)
-    stacked = {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items()}
-    for name in global_names:
-        stacked[name] = torch.stack([draw[name] for draw in shared]).cpu().numpy()
+    global_names = tuple(model.global_sites)
     attrs = {"model": type(model).__name__,
              "guide": getattr(guide, "__name__", type(guide).__name__),
              "pyrodyn_version": __version__, "num_samples": num_samples,
@@ -172,7 +158,53 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
     solver = getattr(model, "solver", None)
     if solver is not None:  # model time per bin: puts communication strengths per bin
         attrs["step_size"] = solver.step_size
-    return Posterior(stacked, data, attrs, global_sites=global_names)
+    model.eval()
+    if isinstance(guide, torch.nn.Module):  # a guide may also be a plain Pyro function
+        guide.eval()
+    shared: list[dict[str, torch.Tensor]] = []  # global sites of each draw, for every batch
+    # The generators are held (and given back) around each batch, so a caller may pause
+    # between batches without the draws depending on what it does meanwhile.
+    rng_state = None
+    for start in range(0, data.n_trials, batch_size):
+        index = np.arange(start, min(start + batch_size, data.n_trials))
+        seeded = isolated_rng(seed if rng_state is None else None, device) \
+            if seed is not None else contextlib.nullcontext()
+        with seeded, own_param_store(guide), torch.no_grad():
+            if rng_state is not None:  # one seeded stream across the batches
+                set_torch_rng(rng_state)
+            draws = _draw_batch(model, guide, data, index, num_samples, shared, global_names,
+                                device=device, include_heldout=include_heldout,
+                                refine_steps=refine_steps)
+            if seed is not None:
+                rng_state = get_torch_rng(device)
+        for name in global_names:
+            draws[name] = torch.stack([draw[name] for draw in shared]).cpu().numpy()
+        yield Posterior(draws, data.select(index), dict(attrs), global_sites=global_names)
+
+
+def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *, device,
+                include_heldout, refine_steps) -> dict[str, np.ndarray]:
+    batch = data.to_batch(index, device=device, include_heldout=include_heldout)
+    kwargs = model_args(batch, data.n_trials)
+    q = refine(model, guide, kwargs, steps=refine_steps) if refine_steps else guide
+    draws: dict[str, list[torch.Tensor]] = {}
+    for i in range(num_samples):
+        fixed = shared[i] if i < len(shared) else None
+        guide_trace, trace = replay(model, q, kwargs, fixed=fixed)
+        if i == len(shared):
+            shared.append({name: guide_trace.nodes[name]["value"] for name in global_names})
+        values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)
+                  if name not in global_names}
+        values[sites.SPIKES], values["log_likelihood"] = _predict(
+            trace, model.observed_sites, batch.spikes)
+        for name, value in values.items():
+            draws.setdefault(name, []).append(value)
+    out = {}
+    for name, values in draws.items():
+        out[name] = torch.stack(values).cpu().numpy()
+        if name == sites.SPIKES:  # predictive counts in the observed counts' dtype
+            out[name] = out[name].astype(data.spikes.dtype, copy=False)
+    return out
 
 
 def posterior_means(model, guide, data: SpikeData, *, num_samples: int = 10,

@@ -52,7 +52,13 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._isolation import isolated_rng, own_param_store, torch_threads
+from .._isolation import (
+    get_torch_rng,
+    isolated_rng,
+    own_param_store,
+    set_torch_rng,
+    torch_threads,
+)
 from ..analysis.scores import mean_rates, score_rates
 from ..data.spikes import SpikeBatch, SpikeData
 from ..models import sites
@@ -146,19 +152,6 @@ def _first_bins(batch: SpikeBatch, n_bins: int) -> SpikeBatch:
     cut = lambda x: None if x is None else x[:, :n_bins]  # noqa: E731
     return SpikeBatch(cut(batch.spikes), cut(batch.mask), cut(batch.inputs), batch.trial_index,
                       cut(batch.encoder_mask))
-
-
-def _get_rng(device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.device(device).type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
-    return state
-
-
-def _set_rng(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 def fit(
@@ -321,7 +314,7 @@ class _Run:
             self._restore(read_state(checkpoint, device=o.device))
         # The generator state at the start of the next step to run: a checkpoint written when
         # a step fails half-way must not record the draws that step already made.
-        self.rng_state = _get_rng(o.device)
+        self.rng_state = get_torch_rng(o.device)
 
     def _adam(self, params):
         return torch.optim.Adam(params, lr=self.o.lr, weight_decay=self.o.weight_decay)
@@ -337,7 +330,7 @@ class _Run:
                 tensor.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng(state["rng"])
+        set_torch_rng(state["rng"])
         self.result, self.bad_evals = FitResult(**state["result"]), state["bad_evals"]
         self.retries = state.get("nan_retries", 0)
         self.result.stop_reason = "steps"
@@ -475,7 +468,7 @@ class _Run:
                         between_steps = True
                         continue
                     result.losses.append(loss.item())
-                    self.rng_state = _get_rng(o.device)
+                    self.rng_state = get_torch_rng(o.device)
                     between_steps = True
                     now = time.perf_counter()
                     result.elapsed = elapsed_before + now - clock
