@@ -59,6 +59,7 @@ class RunConfig:
     checkpoint_every: int = 200
     checkpoint_seconds: float | None = None
     progress_every: float | None = 30.0
+    tensorboard: str | None = None
     patience: int | None = None
     time_budget: float | None = None
     seed: int = 0

@@ -83,6 +83,8 @@ class FitOptions:
         init_from_data: start the readout at each neuron's mean rate.
         progress_every: seconds between progress lines when no progress bar is shown (None:
             none).
+        tensorboard: folder for TensorBoard event files (loss and learning rate per step,
+            validation scores); None: none.
     """
 
     steps: int = 2000
@@ -110,6 +112,7 @@ class FitOptions:
     num_threads: int | None = 1
     init_from_data: bool = True
     progress_every: float | None = 30.0
+    tensorboard: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "num_particles"):
@@ -130,6 +133,8 @@ class FitOptions:
         check_number("checkpoint_seconds", self.checkpoint_seconds, low=0, low_open=True,
                      none=True)
         check_device(self.device)
+        if self.tensorboard is not None and not isinstance(self.tensorboard, str):
+            raise ValueError(f"tensorboard: must be a folder name, got {self.tensorboard!r}")
         for name in ("restore_best", "resume", "init_from_data"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")

@@ -448,6 +448,7 @@ class _Run:
         bar = tqdm(total=o.steps, initial=self.result.steps, disable=not progress, desc="fit",
                    leave=False)
         self.good, between_steps = self.boundary(), True
+        board = _board(o.tensorboard, self.result.steps)
         try:
             with _stop_requests() as requested:
                 while self.result.steps < o.steps:
@@ -469,6 +470,9 @@ class _Run:
                         continue
                     result.losses.append(loss.item())
                     self.rng_state = get_torch_rng(o.device)
+                    if board is not None:
+                        board.add_scalar("loss", result.losses[-1], step + 1)
+                        board.add_scalar("lr", self.optimizer.param_groups[0]["lr"], step + 1)
                     between_steps = True
                     now = time.perf_counter()
                     result.elapsed = elapsed_before + now - clock
@@ -477,6 +481,9 @@ class _Run:
                     if self.valid is not None and (done % o.eval_every == 0 or done == o.steps):
                         stop = self.validate(done)
                         last = result.valid[-1]
+                        for name, value in last.items():
+                            if board is not None and name != "step":
+                                board.add_scalar(f"valid/{name}", value, done)
                         bar.set_postfix(loss=f"{loss.item():.1f}", valid=f"{last['loss']:.1f}",
                                         bps=f"{last['bits_per_spike']:.3f}")
                         if stop:
@@ -499,11 +506,26 @@ class _Run:
             raise
         finally:
             bar.close()
+            if board is not None:
+                board.close()
         if self.valid is None:
             self.result.best_step, self.result.best_valid_loss = self.result.steps, math.nan
             self.result.best_state = self._states()
         self.save()
         return self.result
+
+
+def _board(folder: str | None, start: int):
+    """A TensorBoard writer for ``folder`` (events past ``start`` from an earlier, interrupted
+    run are dropped, so a resumed fit draws one curve), or None."""
+    if folder is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard comes with nflows
+        raise ValueError("tensorboard: needs the tensorboard package (pip install "
+                         "tensorboard)") from None
+    return SummaryWriter(folder, purge_step=start + 1 if start else None)
 
 
 def _progress_line(result: FitResult, steps: int, loss: float) -> str:

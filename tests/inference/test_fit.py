@@ -248,3 +248,17 @@ def test_options_are_checked_before_anything_runs(data, change, message):
     model, g = build()
     with pytest.raises(ValueError, match=message):
         fit(model, g, data, progress=False, **change)
+
+
+def test_tensorboard_logs_loss_and_validation(data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, g = build()
+    fit(model, g, data.select("train"), valid=data.select("valid"), tensorboard=str(tmp_path),
+        **OPTIONS)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss", "lr", "valid/loss", "valid/bits_per_spike", "valid/co_bps"} <= set(tags)
+    assert [e.step for e in events.Scalars("loss")] == list(range(1, OPTIONS["steps"] + 1))
+    assert [e.step for e in events.Scalars("valid/loss")] == [4, 8, 12]
