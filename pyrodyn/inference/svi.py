@@ -3,8 +3,10 @@
 Minibatches over trials (the trial plate scales each minibatch ELBO to the data set), KL warm-up,
 coordinated dropout, gradient clipping, a learning-rate schedule (exponential decay by default;
 any torch optimizer and scheduler), early stopping on the validation objective, checkpoints that
-resume the exact same run, a time budget, a seed, ``device=`` and a progress bar that stays quiet
-when output is not a terminal.
+resume the exact same run, a time budget, a seed, ``device=``, a progress bar on a terminal and
+progress lines in logs otherwise, optional TensorBoard events. A non-finite loss or gradient
+rolls back to the last finite state with the learning rate halved (a bounded number of times);
+SIGINT and SIGTERM stop at the next step boundary with the checkpoint saved.
 
 The run is a pure function of (seed, step): the batch order of each epoch comes from
 ``default_rng([seed, epoch])`` and all other randomness from torch's generator, whose state is
