@@ -186,11 +186,13 @@ def _posterior(args: argparse.Namespace) -> None:
 
     config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args),
                                            args.model_class)
-    trials = _split_of(data, args.split)
-    write_posterior(args.out, model, guide, trials, num_samples=args.num_samples,
+    trials = (np.arange(data.n_trials) if data.split is None and args.split == "train"
+              else args.split)  # indices of the split: a large file is not copied
+    write_posterior(args.out, model, guide, data, trials=trials, num_samples=args.num_samples,
                     refine_steps=_refine_steps(args, config), device=config.device,
                     elbo="Trace_ELBO", guide_name=config.guide)
-    print(f"wrote {args.out}: {args.num_samples} draws of {trials.n_trials} trials")
+    n = data.n_trials if isinstance(trials, np.ndarray) else data.split_indices(trials).size
+    print(f"wrote {args.out}: {args.num_samples} draws of {n} trials")
 
 
 def _benchmark(args: argparse.Namespace) -> None:

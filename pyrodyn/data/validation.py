@@ -78,7 +78,7 @@ def check_counts(name: str, array: np.ndarray) -> np.ndarray:
         if fractional.any():
             index = _first(fractional)
             raise ValueError(f"{name}: non-integer count {array[index]} at {position(index)}")
-    return array.astype(np.int64)
+    return array.astype(np.int64, copy=False)  # no second copy of counts already int64
 
 
 def check_length(name: str, values: Sequence | np.ndarray, expected: int, what: str) -> None:

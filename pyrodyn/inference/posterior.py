@@ -133,9 +133,13 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
 def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
                    batch_size: int = 256, device: str | torch.device = "cpu",
                    include_heldout: bool = False, refine_steps: int = 0,
-                   seed: int | None = 0) -> Iterator[Posterior]:
+                   seed: int | None = 0, trials: np.ndarray | None = None
+                   ) -> Iterator[Posterior]:
     """``posterior``'s draws one batch of trials at a time (each a ``Posterior`` of those
-    trials; global sites are the same draws in every batch), so memory stays bounded."""
+    trials; global sites are the same draws in every batch), so memory stays bounded.
+    ``trials``: indices of the trials of ``data`` to draw for (default all), so a split of a
+    large file needs no copy of its own."""
+    trials = np.arange(data.n_trials) if trials is None else np.asarray(trials)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size: must be >= 1, got {num_samples}, "
                          f"{batch_size}")
@@ -144,10 +148,10 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
                          f"{type(model).__name__}")
     fitted_on = per_trial_trials(guide) if isinstance(guide, torch.nn.Module) else None
     if fitted_on is not None:
-        if data.n_trials != fitted_on:
+        if data.n_trials != fitted_on or trials.size != data.n_trials:
             raise ValueError(
                 f"data: a per-trial guide describes only the {fitted_on} trials it was fitted "
-                f"on, not these {data.n_trials}; use an amortized guide for new trials")
+                f"on, not these {trials.size}; use an amortized guide for new trials")
         if any(isinstance(part, AutoContinuous) for part in guide.modules()):
             batch_size = data.n_trials  # one joint vector over all trials: no minibatches
     global_names = tuple(model.global_sites)
@@ -165,8 +169,8 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
     # The generators are held (and given back) around each batch, so a caller may pause
     # between batches without the draws depending on what it does meanwhile.
     rng_state = None
-    for start in range(0, data.n_trials, batch_size):
-        index = np.arange(start, min(start + batch_size, data.n_trials))
+    for start in range(0, trials.size, batch_size):
+        index = trials[start:start + batch_size]
         seeded = isolated_rng(seed if rng_state is None else None, device) \
             if seed is not None else contextlib.nullcontext()
         with seeded, own_param_store(guide), torch.no_grad():
@@ -184,6 +188,7 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
 
 def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *, device,
                 include_heldout, refine_steps) -> dict[str, np.ndarray]:
+    # the trials' own indices among ``data``: a per-trial guide finds its parameters by them
     batch = data.to_batch(index, device=device, include_heldout=include_heldout)
     kwargs = model_args(batch, data.n_trials)
     q = refine(model, guide, kwargs, steps=refine_steps) if refine_steps else guide

@@ -41,25 +41,32 @@ def trials_per_batch(model, data: SpikeData, num_samples: int, *, memory_mb: flo
 def write_posterior(path: str | os.PathLike, model, guide, data: SpikeData, *,
                     num_samples: int = 100, batch_size: int | None = None,
                     memory_mb: float = 256, elbo: str | None = None,
-                    guide_name: str | None = None, **options: Any) -> Path:
+                    guide_name: str | None = None, trials: np.ndarray | str | None = None,
+                    **options: Any) -> Path:
     """Draws the posterior of ``data`` (as ``posterior``; ``options`` go there) and writes it
-    batch by batch. ``batch_size`` None: as many trials as fit in ``memory_mb``.
+    batch by batch. ``batch_size`` None: as many trials as fit in ``memory_mb``. ``trials``:
+    a split name or trial indices to write (default all), without copying that split.
 
     Returns:
         the path written.
     """
     path = Path(path)
+    if isinstance(trials, str):
+        trials = data.split_indices(trials)
+        if trials.size == 0:
+            raise ValueError("trials: that split has no trials")
+    trials = np.arange(data.n_trials) if trials is None else np.asarray(trials)
     if batch_size is None:
         batch_size = trials_per_batch(model, data, num_samples, memory_mb=memory_mb)
     partial = path.with_name(path.name + ".partial")
     batches = iter_posterior(model, guide, data, num_samples=num_samples,
-                             batch_size=batch_size, **options)
+                             batch_size=batch_size, trials=trials, **options)
     with h5netcdf.File(partial, "w") as f:
         start = 0
         for post in batches:
             idata = to_inference_data(post, elbo=elbo, guide_name=guide_name)
             if start == 0:
-                _create(f, idata, data, batch_size)
+                _create(f, idata, data.trial_ids[trials], batch_size)
             _fill(f, idata, slice(start, start + post.data.n_trials), first=start == 0)
             start += post.data.n_trials
     os.replace(partial, path)
@@ -74,19 +81,20 @@ def _values(values: np.ndarray) -> tuple[np.ndarray, Any]:
     return values, values.dtype
 
 
-def _create(f, idata, data: SpikeData, batch_size: int) -> None:
+def _create(f, idata, trial_ids: np.ndarray, batch_size: int) -> None:
     """Every group, dimension, coordinate and variable at full size (trials: all of them)."""
+    n_trials = len(trial_ids)
     for group in idata.groups():
         dataset = idata[group]
         g = f.create_group(group)
         for dim, size in dataset.sizes.items():
-            g.dimensions[dim] = data.n_trials if dim == "trial" else size
+            g.dimensions[dim] = n_trials if dim == "trial" else size
         for name, coord in dataset.coords.items():
-            raw = data.trial_ids if name == "trial" else coord.values
+            raw = trial_ids if name == "trial" else coord.values
             values, dtype = _values(raw)
             g.create_variable(name, coord.dims, dtype=dtype, data=values)
         for name, variable in dataset.data_vars.items():
-            chunks = tuple(min(batch_size, data.n_trials) if d == "trial" else n
+            chunks = tuple(min(batch_size, n_trials) if d == "trial" else n
                            for d, n in zip(variable.dims, variable.shape))
             # counts compress well; continuous draws hardly at all
             compression = dict(compression="gzip", compression_opts=1) \
