@@ -61,3 +61,23 @@ def _check_contract(model, guide, kwargs, elbos):
 @pytest.fixture
 def check_contract():
     return _check_contract
+
+
+@pytest.fixture
+def interrupt_fit(monkeypatch):
+    """``interrupt_fit(step, action)``: ``fit`` calls ``action()`` as it draws the batch of
+    ``step`` (an interruption mid-run); returns a function that removes it again."""
+    from pyrodyn.inference import svi
+
+    original = svi._batch_indices
+
+    def install(step, action):
+        def patched(n_trials, batch_size, seed, at):
+            if at == step:
+                action()
+            return original(n_trials, batch_size, seed, at)
+
+        monkeypatch.setattr(svi, "_batch_indices", patched)
+        return lambda: monkeypatch.setattr(svi, "_batch_indices", original)
+
+    return install

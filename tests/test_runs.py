@@ -11,7 +11,6 @@ import pytest
 
 from pyrodyn.cli import main
 from pyrodyn.data import SpikeData, load, save, synthetic
-from pyrodyn.inference import svi as fit_module
 
 QUICK = ["--steps", "3", "--quiet", "--set", "refine_steps=0", "eval_every=1"]
 
@@ -143,23 +142,16 @@ def test_an_npz_without_dt_warns(tmp_path):
 
 
 def test_sigterm_during_a_fit_is_one_line_and_the_rerun_resumes(files, tmp_path, capsys,
-                                                                 monkeypatch):
+                                                                 interrupt_fit):
     run = tmp_path / "run"
-    original = fit_module._batch_indices
-
-    def terminate_at_step_2(n_trials, batch_size, seed, step):
-        if step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(n_trials, batch_size, seed, step)
-
-    monkeypatch.setattr(fit_module, "_batch_indices", terminate_at_step_2)
+    undo = interrupt_fit(2, lambda: os.kill(os.getpid(), signal.SIGTERM))
     command = ["fit", str(files["a"]), "--out", str(run), "--quiet", "--set", "steps=6",
                "refine_steps=0", "batch_size=4"]
     code = main(command)
     one_line_error(capsys, code, "fit interrupted by SIGTERM at step 3; checkpoint saved",
                    returned=130)
     assert (run / "checkpoint.pt").is_file() and not (run / "model.pt").exists()
-    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    undo()
     assert main(command) == 0
     losses = json.loads((run / "losses.json").read_text())["losses"]
     assert len(losses) == 6

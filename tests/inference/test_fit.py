@@ -23,6 +23,10 @@ def build(guide="normal", seed=0, **model_options):
     return model, build_guide(guide, model)
 
 
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
 OPTIONS = dict(steps=12, batch_size=6, eval_every=4, kl_warmup=5, coordinated_dropout=0.2,
                progress=False)
 
@@ -43,26 +47,19 @@ def test_same_seed_same_loss_history(data, guide):
 
 @pytest.mark.parametrize("guide", ["normal", "per_trial_map"])
 def test_resuming_after_an_interruption_continues_the_same_run(data, guide, tmp_path,
-                                                                monkeypatch):
+                                                                interrupt_fit):
     train = data.select("train")
     valid = None if guide.startswith("per_trial") else data.select("valid")
     model, g = build(guide)
     whole = fit(model, g, train, valid=valid, seed=1, **OPTIONS)
 
-    original = fit_module._batch_indices
-
-    def interrupt_at_step_7(n_trials, batch_size, seed, step):
-        if step == 7:
-            raise KeyboardInterrupt
-        return original(n_trials, batch_size, seed, step)
-
     checkpoint = tmp_path / "fit.pt"
     model, g = build(guide)
-    monkeypatch.setattr(fit_module, "_batch_indices", interrupt_at_step_7)
+    undo = interrupt_fit(7, _raise_keyboard_interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit(model, g, train, valid=valid, seed=1, checkpoint=checkpoint, checkpoint_every=5,
             **OPTIONS)
-    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    undo()
     assert checkpoint.exists()
     model, g = build(guide, seed=99)  # fresh objects: everything comes from the checkpoint
     resumed = fit(model, g, train, valid=valid, seed=1, checkpoint=checkpoint, **OPTIONS)
@@ -168,7 +165,7 @@ def test_a_nan_rolls_back_to_the_last_finite_state_with_a_lower_rate(data, tmp_p
     assert state["scheduler"]["base_lrs"][0] == pytest.approx(0.01 * 0.5)
 
 
-def test_sigterm_saves_a_checkpoint_that_resumes_the_same_run(data, tmp_path, monkeypatch):
+def test_sigterm_saves_a_checkpoint_that_resumes_the_same_run(data, tmp_path, interrupt_fit):
     import os
     import signal
 
@@ -176,26 +173,20 @@ def test_sigterm_saves_a_checkpoint_that_resumes_the_same_run(data, tmp_path, mo
     options = dict(OPTIONS, coordinated_dropout=0.0)
     model, g = build()
     whole = fit(model, g, train, seed=5, **options)
-    original = fit_module._batch_indices
-
-    def terminate_at_step_5(n_trials, batch_size, seed, step):
-        if step == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(n_trials, batch_size, seed, step)
-
-    monkeypatch.setattr(fit_module, "_batch_indices", terminate_at_step_5)
+    undo = interrupt_fit(5, lambda: os.kill(os.getpid(), signal.SIGTERM))
     model, g = build()
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(fit_module.FitInterrupted, match="SIGTERM at step 6; checkpoint saved"):
         fit(model, g, train, seed=5, checkpoint=tmp_path / "c.pt", **options)
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
-    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    undo()
     model, g = build(seed=99)
     resumed = fit(model, g, train, seed=5, checkpoint=tmp_path / "c.pt", **options)
     assert resumed.losses == whole.losses
 
 
-def test_a_users_optimizer_and_scheduler_drive_the_fit_and_resume(data, tmp_path, monkeypatch):
+def test_a_users_optimizer_and_scheduler_drive_the_fit_and_resume(data, tmp_path,
+                                                                  interrupt_fit):
     train = data.select("train")
     made = {}
 
@@ -213,20 +204,13 @@ def test_a_users_optimizer_and_scheduler_drive_the_fit_and_resume(data, tmp_path
     assert made["optimizer"].param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 3)
     assert all(math.isfinite(x) for x in whole.losses)
 
-    original = fit_module._batch_indices
-
-    def interrupt_at_step_6(n_trials, batch_size, seed, step):
-        if step == 6:
-            raise KeyboardInterrupt
-        return original(n_trials, batch_size, seed, step)
-
     checkpoint = tmp_path / "fit.pt"
     model, g = build()
-    monkeypatch.setattr(fit_module, "_batch_indices", interrupt_at_step_6)
+    undo = interrupt_fit(6, _raise_keyboard_interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit(model, g, train, seed=2, optimizer=sgd, scheduler=halve_every_4,
             checkpoint=checkpoint, **options)
-    monkeypatch.setattr(fit_module, "_batch_indices", original)
+    undo()
     model, g = build(seed=99)
     resumed = fit(model, g, train, seed=2, optimizer=sgd, scheduler=halve_every_4,
                   checkpoint=checkpoint, **options)
