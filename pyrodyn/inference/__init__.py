@@ -10,6 +10,7 @@ Example:
 """
 
 from .evaluate import evaluate
+from .evidence import Evidence, heldout_evidence, importance_log_marginal
 from .export import to_inference_data
 from .guides import (
     GUIDES,
@@ -36,6 +37,7 @@ __all__ = [
     "fit", "FitResult", "FitOptions", "FitInterrupted", "make_elbo", "model_args", "replay",
     "posterior", "iter_posterior", "posterior_means", "write_posterior", "Posterior",
     "to_inference_data", "refine", "LocalGuide",
+    "Evidence", "heldout_evidence", "importance_log_marginal",
     "save_state", "load_state", "read_state", "write_state", "initialize_guide", "evaluate",
     "trial_plate", "per_trial_trials",
     "AmortizedGuide", "AmortizedNormalGuide", "AmortizedFlowGuide", "MAPGuide", "SpikeEncoder",
