@@ -7,7 +7,7 @@ method) x seeds. Each cell is scored on held-out test trials:
 
 - ``co_bps`` (held-out neurons) and ``bits_per_spike`` (held-in), ``rate_r2`` against the true
   rates, ``state_r2_true_to_inferred`` / ``state_r2_inferred_to_true`` (affine maps fit on the
-  training trials);
+  training trials) and ``state_r2_nonlinear_*`` (a nearest-neighbour regression instead);
 - fixed points of the method's vector field or transition map (if it has one), searched from
   its inferred training states and their bounding box, mapped into true coordinates with the
   inferred -> true affine map and matched to the true fixed points (for rings and lines, the
@@ -42,8 +42,8 @@ import numpy as np
 
 from ._isolation import torch_threads
 from .analysis.fixed_points import as_numpy_field, attractor_shape, find_fixed_points
-from .analysis.metrics import apply_affine, fit_affine, match_fixed_points, mean_rates, state_r2
-from .analysis.scores import score_rates
+from .analysis.metrics import apply_affine, fit_affine, match_fixed_points, mean_rates
+from .analysis.scores import score_rates, score_states
 from .data import synthetic
 from .data.spikes import SpikeData
 
@@ -54,7 +54,8 @@ __all__ = ["FittedMethod", "BenchmarkPreset", "PRESETS", "SYSTEMS", "pyrodyn_met
 SYSTEMS = ("limit_cycle", "ring_attractor", "line_attractor", "flip_flop", "lorenz")
 CONTINUOUS = {"ring_attractor": "ring", "line_attractor": "line"}
 METRICS = ("co_bps", "bits_per_spike", "rate_r2", "state_r2_true_to_inferred",
-           "state_r2_inferred_to_true", "fp_found", "fp_true", "fp_recall", "fp_error",
+           "state_r2_inferred_to_true", "state_r2_nonlinear_true_to_inferred",
+           "state_r2_nonlinear_inferred_to_true", "fp_found", "fp_true", "fp_recall", "fp_error",
            "fp_stability", "shape_recovered", "fit_seconds")
 
 
@@ -159,12 +160,7 @@ def score_method(fitted: FittedMethod, train: SpikeData, test: SpikeData, *,
     """The benchmark's metrics of one fitted method, and what its phase-portrait plot needs."""
     inferred_train, inferred_test = fitted.latents(train), fitted.latents(test)
     truth = test.truth
-    both = state_r2(np.concatenate([train.truth.latents, truth.latents]),
-                    np.concatenate([inferred_train, inferred_test]),
-                    train=np.arange(train.n_trials),
-                    test=np.arange(train.n_trials, train.n_trials + test.n_trials))
-    scores: dict[str, float] = {"state_r2_true_to_inferred": both.true_to_inferred,
-                                "state_r2_inferred_to_true": both.inferred_to_true}
+    scores = score_states(train.truth.latents, inferred_train, truth.latents, inferred_test)
     if fitted.rates is not None:
         null = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
         scores.update(score_rates(fitted.rates(test), test, null_rates=null))
@@ -333,7 +329,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 _COLUMNS = (("co_bps", "co-bps", 3), ("rate_r2", "rate R2", 2),
             ("state_r2_true_to_inferred", "state R2 t->i", 2),
-            ("state_r2_inferred_to_true", "state R2 i->t", 2), ("fp_found", "FP found", 0),
+            ("state_r2_inferred_to_true", "state R2 i->t", 2),
+            ("state_r2_nonlinear_true_to_inferred", "nonlinear t->i", 2),
+            ("state_r2_nonlinear_inferred_to_true", "nonlinear i->t", 2),
+            ("fp_found", "FP found", 0),
             ("fp_recall", "FP recall", 2), ("fp_error", "FP error", 2),
             ("fp_stability", "FP stability", 2), ("shape_recovered", "shape", 2))
 

@@ -7,6 +7,9 @@ Definitions follow the Neural Latents Benchmark (NLB) and ``shared/REFERENCES.md
 - rate R2: per-neuron R2 of predicted against true rates over (trials x time), averaged.
 - state R2: an affine map fit on training trials, R2 on held-out trials averaged over output
   dimensions; true -> inferred penalizes invented dynamics, inferred -> true measures recovery.
+- nonlinear state R2: the same with a k-nearest-neighbour regression in place of the affine
+  map, so it does not depend on coordinates: a smooth bend of the inferred latents costs the
+  affine score but not this one, while latents that miss or invent structure lose both.
 
 Example:
     >>> import numpy as np
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
 from scipy.special import gammaln
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "apply_affine",
     "StateR2",
     "state_r2",
+    "nonlinear_state_r2",
     "FixedPointMatch",
     "match_fixed_points",
 ]
@@ -157,17 +162,7 @@ def _held_out_r2(source, target, train, test) -> float:
                           _flatten(target[test])).mean())
 
 
-def state_r2(
-    true_latents: np.ndarray, inferred_latents: np.ndarray, *, train: np.ndarray,
-    test: np.ndarray,
-) -> StateR2:
-    """State R2 in both directions with affine maps fit on ``train`` trials, scored on ``test``.
-
-    Args:
-        true_latents: (trial, time, D_true).
-        inferred_latents: (trial, time, D_inferred).
-        train, test: trial indices (disjoint).
-    """
+def _checked_states(true_latents, inferred_latents, train, test):
     true_latents = np.asarray(true_latents, np.float64)
     inferred_latents = np.asarray(inferred_latents, np.float64)
     if true_latents.shape[:2] != inferred_latents.shape[:2]:
@@ -179,9 +174,66 @@ def state_r2(
     if np.intersect1d(train, test).size:
         raise ValueError(
             "train, test: trial sets overlap; state R2 must be scored on held-out trials")
+    return true_latents, inferred_latents, train, test
+
+
+def state_r2(
+    true_latents: np.ndarray, inferred_latents: np.ndarray, *, train: np.ndarray,
+    test: np.ndarray,
+) -> StateR2:
+    """State R2 in both directions with affine maps fit on ``train`` trials, scored on ``test``.
+
+    Args:
+        true_latents: (trial, time, D_true).
+        inferred_latents: (trial, time, D_inferred).
+        train, test: trial indices (disjoint).
+    """
+    true_latents, inferred_latents, train, test = _checked_states(
+        true_latents, inferred_latents, train, test)
     return StateR2(
         true_to_inferred=_held_out_r2(true_latents, inferred_latents, train, test),
         inferred_to_true=_held_out_r2(inferred_latents, true_latents, train, test),
+    )
+
+
+def _knn_held_out_r2(source, target, train, test, neighbours: int,
+                     max_points: int = 50_000) -> float:
+    x_train, y_train = _flatten(source[train]), _flatten(target[train])
+    if len(x_train) > max_points:  # an even thinning keeps the query time bounded
+        keep = np.linspace(0, len(x_train) - 1, max_points).astype(np.int64)
+        x_train, y_train = x_train[keep], y_train[keep]
+    # Whitening makes the score invariant to any affine change of the source's coordinates.
+    centre = x_train.mean(0)
+    cov = np.atleast_2d(np.cov(x_train, rowvar=False)) + 1e-9 * np.eye(x_train.shape[1])
+    whiten = np.linalg.inv(np.linalg.cholesky(cov)).T
+    tree = cKDTree((x_train - centre) @ whiten)
+    _, index = tree.query((_flatten(source[test]) - centre) @ whiten, k=neighbours)
+    predicted = y_train[index.reshape(len(index), -1)].mean(axis=1)
+    return float(r2_score(predicted, _flatten(target[test])).mean())
+
+
+def nonlinear_state_r2(
+    true_latents: np.ndarray, inferred_latents: np.ndarray, *, train: np.ndarray,
+    test: np.ndarray, neighbours: int = 10,
+) -> StateR2:
+    """State R2 in both directions with a k-nearest-neighbour regression (``neighbours``
+    points, whitened source coordinates) fit on ``train`` trials, scored on ``test``: how well
+    either state predicts the other through any smooth map. Arguments as ``state_r2``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> true = rng.normal(size=(40, 50, 2)); bent = np.tanh(true) + true ** 3 / 10
+        >>> r2 = nonlinear_state_r2(true, bent, train=np.arange(30), test=np.arange(30, 40))
+        >>> r2.true_to_inferred > 0.95 and r2.inferred_to_true > 0.95
+        True
+    """
+    true_latents, inferred_latents, train, test = _checked_states(
+        true_latents, inferred_latents, train, test)
+    return StateR2(
+        true_to_inferred=_knn_held_out_r2(true_latents, inferred_latents, train, test,
+                                          neighbours),
+        inferred_to_true=_knn_held_out_r2(inferred_latents, true_latents, train, test,
+                                          neighbours),
     )
 
 

@@ -1,5 +1,5 @@
-"""One scoring of predicted rates on a set of trials, used by ``evaluate``, the validation
-inside ``fit`` and the benchmark, so the three never disagree.
+"""One scoring of predicted rates (and of inferred latents) on a set of trials, used by
+``evaluate``, the validation inside ``fit`` and the benchmark, so the three never disagree.
 
 Example:
     >>> from pyrodyn.data import synthetic
@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.spikes import SpikeData
-from .metrics import bits_per_spike, co_bps, mean_rates, rate_r2
+from .metrics import bits_per_spike, co_bps, mean_rates, nonlinear_state_r2, rate_r2, state_r2
 
-__all__ = ["score_rates", "mean_rates"]
+__all__ = ["score_rates", "score_states", "mean_rates"]
 
 
 def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
@@ -45,3 +45,19 @@ def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
         scores["true_bits_per_spike"] = bps(truth.rates)
         scores["rate_r2"] = float(rate_r2(rates, truth.rates))
     return scores
+
+
+def score_states(true_train: np.ndarray, inferred_train: np.ndarray, true_test: np.ndarray,
+                 inferred_test: np.ndarray) -> dict[str, float]:
+    """State R2 both ways, affine (``state_r2_*``: are the latents an affine image of the
+    truth?) and nonlinear (``state_r2_nonlinear_*``: do they hold the same information,
+    whatever their coordinates?), maps fit on the training trials, scored on the test trials."""
+    true = np.concatenate([true_train, true_test])
+    inferred = np.concatenate([inferred_train, inferred_test])
+    split = dict(train=np.arange(len(true_train)), test=np.arange(len(true_train), len(true)))
+    affine, nonlinear = state_r2(true, inferred, **split), nonlinear_state_r2(true, inferred,
+                                                                              **split)
+    return {"state_r2_true_to_inferred": affine.true_to_inferred,
+            "state_r2_inferred_to_true": affine.inferred_to_true,
+            "state_r2_nonlinear_true_to_inferred": nonlinear.true_to_inferred,
+            "state_r2_nonlinear_inferred_to_true": nonlinear.inferred_to_true}

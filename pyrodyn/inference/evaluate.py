@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.metrics import mean_rates, state_r2
-from ..analysis.scores import score_rates
+from ..analysis.metrics import mean_rates
+from ..analysis.scores import score_rates, score_states
 from ..data.spikes import SpikeData
 from .posterior import posterior_means
 
@@ -26,7 +26,8 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
     - ``bits_per_spike`` on held-in neurons (null: training mean rates); with held-out neurons
       also ``co_bps``; with true rates ``true_bits_per_spike`` (the ceiling) and ``rate_r2``.
     - With true latents: ``state_r2_true_to_inferred`` and ``state_r2_inferred_to_true``, affine
-      maps fit on the training trials' posterior means, scored on ``test``.
+      maps fit on the training trials' posterior means, scored on ``test``, and the same with
+      a nonlinear regression (``state_r2_nonlinear_*``; ``analysis.scores.score_states``).
 
     ``refine_steps`` refines every trial's posterior first (see ``posterior``).
     ``train_latents``: the training trials' posterior means when already at hand (scoring
@@ -40,11 +41,5 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
     if truth is not None and truth.latents is not None and train.truth is not None:
         if train_latents is None:
             train_latents, _ = posterior_means(model, guide, train, **options)
-        both = state_r2(
-            np.concatenate([train.truth.latents, truth.latents]),
-            np.concatenate([train_latents, latents]),
-            train=np.arange(train.n_trials),
-            test=np.arange(train.n_trials, train.n_trials + test.n_trials))
-        scores["state_r2_true_to_inferred"] = both.true_to_inferred
-        scores["state_r2_inferred_to_true"] = both.inferred_to_true
+        scores.update(score_states(train.truth.latents, train_latents, truth.latents, latents))
     return scores

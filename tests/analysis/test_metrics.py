@@ -11,6 +11,7 @@ from pyrodyn.analysis import (
     fit_affine,
     match_fixed_points,
     mean_rates,
+    nonlinear_state_r2,
     poisson_log_likelihood,
     r2_score,
     rate_r2,
@@ -125,6 +126,30 @@ def test_state_r2_reference_and_invented_dimensions(rng):
     assert score.true_to_inferred == pytest.approx(reference, abs=1e-6)
     with pytest.raises(ValueError, match="overlap"):
         state_r2(true, inferred, train=train, test=np.arange(15, 25))
+
+
+def test_nonlinear_state_r2_ignores_smooth_bends_and_coordinates(rng):
+    data = synthetic.lorenz(n_trials=60, n_bins=100, n_neurons=5, seed=0)
+    true = data.truth.latents
+    train, test = np.arange(45), np.arange(45, 60)
+    scaled = (true - true.mean((0, 1))) / true.std((0, 1))
+    # a smooth invertible bend (each output strictly monotone in one input)
+    bent = np.stack([np.tanh(scaled[..., 0]) + 0.3 * scaled[..., 0], scaled[..., 1] ** 3
+                     + scaled[..., 1], np.exp(0.8 * scaled[..., 2])], axis=-1)
+    affine = state_r2(true, bent, train=train, test=test)
+    nonlinear = nonlinear_state_r2(true, bent, train=train, test=test)
+    assert nonlinear.true_to_inferred > 0.97 and nonlinear.inferred_to_true > 0.97
+    assert affine.true_to_inferred < nonlinear.true_to_inferred - 0.05
+    # whitening: an affine change of either side's coordinates changes nothing
+    mixed = bent @ rng.normal(size=(3, 3)) + 5.0
+    again = nonlinear_state_r2(true, mixed, train=train, test=test)
+    assert again.inferred_to_true == pytest.approx(nonlinear.inferred_to_true, abs=1e-6)
+    # unrelated latents explain nothing
+    noise = rng.normal(size=true.shape)
+    unrelated = nonlinear_state_r2(true, noise, train=train, test=test)
+    assert unrelated.true_to_inferred < 0.05 and unrelated.inferred_to_true < 0.05
+    with pytest.raises(ValueError, match="overlap"):
+        nonlinear_state_r2(true, bent, train=train, test=np.arange(40, 50))
 
 
 def test_fixed_point_matching_after_affine_alignment(rng):

@@ -126,9 +126,7 @@ def test_heldout_evidence_of_a_fitted_model(fitted_lorenz):
 
 
 def test_heldout_evidence_refuses_a_per_trial_guide(fitted_lorenz):
-    from pyrodyn.inference import per_trial_normal_guide
-
-    from pyrodyn.inference import model_args
+    from pyrodyn.inference import model_args, per_trial_normal_guide
 
     model, _, train, test = fitted_lorenz
     guide = per_trial_normal_guide(model)
