@@ -114,8 +114,7 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     from .inference import evaluate, fit, posterior_means, save_state
 
     made_split = data.split is None or not np.isin(data.split, ["valid", "test"]).any()
-    if made_split:  # score on trials the fit never saw, and say so
-        data = data.with_split(valid=0.15, test=0.15, seed=config.seed)
+    data = _with_split(data, config.seed)  # score on trials the fit never saw, and say so
     record = {"pyrodyn_version": __version__, "data": data.fingerprint(),
               "config": config.to_dict()}
     train = data.select("train")
@@ -173,12 +172,65 @@ def _write_communication(model, guide, data, run_dir: Path) -> None:
 def _fit(args: argparse.Namespace) -> None:
     from .config import RunConfig
 
+    auto = args.latent_dim == "auto"
     values = dict(model=args.model and args.model.replace("-", "_"),
-                  latent_dim=args.latent_dim, readout=args.readout, guide=args.guide,
-                  steps=args.steps, device=args.device, seed=args.seed)
+                  latent_dim=None if auto else _latent_dim(args.latent_dim),
+                  readout=args.readout, guide=args.guide, steps=args.steps,
+                  device=args.device, seed=args.seed)
     config = RunConfig.from_sources(args.config, args.set, **values)
-    _fit_run(_load_data(args), config, Path(args.out), quiet=args.quiet,
-             overwrite=args.overwrite)
+    data = _load_data(args)
+    if args.budget is not None and not auto:
+        raise ValueError("--budget: only with --latent-dim auto (one fit: --set time_budget=S)")
+    if auto:  # the ladder 1-8 with the config's readout; then the chosen one as the run
+        from .selection import select
+
+        # the same seeded split _fit_run makes (and records) when the file has none
+        selection = select(_with_split(data, config.seed), latent_dims=range(1, 9),
+                           readouts=[config.readout],
+                           config=config, budget=args.budget)
+        print(selection.markdown())
+        print(f"--latent-dim auto: chose {selection.chosen.latent_dim} latent dimensions")
+        config = selection.config
+    _fit_run(data, config, Path(args.out), quiet=args.quiet, overwrite=args.overwrite)
+
+
+def _latent_dim(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--latent-dim: a whole number or auto, got {text!r}") from None
+
+
+def _with_split(data: SpikeData, seed: int) -> SpikeData:
+    """The data's own split, or a seeded 70/15/15 one (as ``fit`` makes and records)."""
+    if data.split is None or not np.isin(data.split, ["valid", "test"]).any():
+        return data.with_split(valid=0.15, test=0.15, seed=seed)
+    return data
+
+
+def _select(args: argparse.Namespace) -> None:
+    """Fits the ladder of latent dimensionalities x readouts and chooses by held-out evidence."""
+    from .config import RunConfig
+    from .selection import parse_latent_dims, select
+
+    config = RunConfig.from_sources(args.config, args.set, seed=args.seed)
+    readouts = [r.strip() for r in args.readouts.split(",") if r.strip()]
+    unknown = [r for r in readouts if r not in READOUTS]
+    if unknown or not readouts:
+        raise ValueError(f"--readouts: known readouts are {', '.join(READOUTS)}, got "
+                         f"{args.readouts!r}")
+    data = _with_split(_load_data(args), config.seed)
+    selection = select(data, latent_dims=parse_latent_dims(args.latent_dims),
+                       readouts=readouts, config=config, budget=args.budget,
+                       num_particles=args.num_particles)
+    selection.write(args.out)
+    print(selection.markdown())
+    chosen = selection.chosen
+    print(f"chose {chosen.readout} readout, {chosen.latent_dim} latent dimensions (best: "
+          f"{selection.best.label}); wrote {args.out}/selection.csv, selection.md, "
+          "selection.png, selected.yaml (pyrodyn fit --config reruns it)")
 
 
 def _posterior(args: argparse.Namespace) -> None:
@@ -315,19 +367,41 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override options (--set a=1 b=2, or repeated)")
     fit.add_argument("--model", choices=["latent-ode", "multi-area"],
                      help="multi-area: one latent ODE per area of the data's area labels")
-    fit.add_argument("--latent-dim", type=int, help="latent dimension (per area if multi-area)")
+    fit.add_argument("--latent-dim", help="latent dimension (per area if multi-area), or "
+                                         "auto: chosen from 1-8 by held-out evidence "
+                                         "(pyrodyn select)")
     fit.add_argument("--readout", choices=list(READOUTS))
     fit.add_argument("--guide", choices=["normal", "flow", "map", "per_trial_normal",
                                          "per_trial_map"])
     fit.add_argument("--steps", type=int)
     fit.add_argument("--device")
     fit.add_argument("--seed", type=int)
+    fit.add_argument("--budget", type=float, help="with --latent-dim auto: seconds of fitting "
+                                                  "for the whole ladder")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.add_argument("--overwrite", action="store_true",
                      help="replace a fit of other data or options in --out (default: refuse; "
                           "the same data and options resume)")
     _add_data_options(fit)
     fit.set_defaults(run=_fit)
+
+    sel = commands.add_parser("select", help="choose the latent dimensionality and the "
+                                             "readout by held-out evidence")
+    sel.add_argument("data", help=".npz, .h5 or .nwb (its valid split scores the candidates)")
+    sel.add_argument("--out", required=True, help="folder for selection.csv/.md/.png and "
+                                                  "selected.yaml")
+    sel.add_argument("--latent-dims", default="1-8", help="e.g. 1-8 or 2,3,5 (default 1-8)")
+    sel.add_argument("--readouts", default="affine,flow",
+                     help="comma-separated (default affine,flow)")
+    sel.add_argument("--budget", type=float, help="seconds of fitting for the whole ladder "
+                                                  "(default: the recipe for each)")
+    sel.add_argument("--num-particles", type=int, default=32,
+                     help="importance samples per validation trial")
+    sel.add_argument("--config", help="YAML file of RunConfig options (the recipe)")
+    sel.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    sel.add_argument("--seed", type=int)
+    _add_data_options(sel)
+    sel.set_defaults(run=_select)
 
     demo = commands.add_parser("demo", help="simulate Lorenz, fit, score against the truth, "
                                              "write InferenceData, plots and the checkpoint")

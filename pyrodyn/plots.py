@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_loss", "plot_latents", "plot_rates", "plot_area_graph", "plot_communication"]
+__all__ = ["plot_loss", "plot_latents", "plot_rates", "plot_area_graph", "plot_communication",
+           "plot_selection"]
 
 
 def plot_loss(losses, valid=()):
@@ -113,6 +114,27 @@ def plot_communication(time, summary):
         line, = ax.plot(time, median, lw=1.2, label=c.name)
         ax.fill_between(time, lower, upper, color=line.get_color(), alpha=0.25)
     ax.set(xlabel="time (s)", ylabel="strength per bin")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_selection(rows):
+    """Held-out evidence of each candidate of ``pyrodyn.select`` (``Selection.rows()``):
+    log p per validation trial relative to the best, with paired standard errors, against
+    the latent dimensionality, one line per readout; the chosen model ringed."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for readout in dict.fromkeys(row["readout"] for row in rows):
+        mine = [row for row in rows if row["readout"] == readout]
+        ax.errorbar([r["latent_dim"] for r in mine], [r["diff_to_best"] for r in mine],
+                    yerr=[r["diff_se"] for r in mine], marker="o", ms=4, capsize=3,
+                    label=readout)
+    for row in rows:
+        if row["chosen"]:
+            ax.plot(row["latent_dim"], row["diff_to_best"], "o", ms=12, mfc="none", mec="k",
+                    label="chosen")
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set(xlabel="latent dimensions", ylabel="log p per trial - best (nats)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
