@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from ._isolation import torch_threads
-from .analysis.fixed_points import as_numpy_field, attractor_shape, find_fixed_points
-from .analysis.metrics import apply_affine, fit_affine, match_fixed_points, mean_rates
+from .analysis.fixed_points import fixed_point_scores
+from .analysis.metrics import apply_affine, fit_affine, mean_rates
 from .analysis.scores import score_rates, score_states
 from .data import synthetic
 from .data.spikes import SpikeData
@@ -52,7 +52,6 @@ __all__ = ["FittedMethod", "BenchmarkPreset", "PRESETS", "SYSTEMS", "pyrodyn_met
            "write_csv", "plot_phase_portraits", "preset_with", "make_data", "run_cell"]
 
 SYSTEMS = ("limit_cycle", "ring_attractor", "line_attractor", "flip_flop", "lorenz")
-CONTINUOUS = {"ring_attractor": "ring", "line_attractor": "line"}
 METRICS = ("co_bps", "bits_per_spike", "rate_r2", "state_r2_true_to_inferred",
            "state_r2_inferred_to_true", "state_r2_nonlinear_true_to_inferred",
            "state_r2_nonlinear_inferred_to_true", "fp_found", "fp_true", "fp_recall", "fp_error",
@@ -155,7 +154,7 @@ def make_data(system: str, embedding: str, seed: int, preset: BenchmarkPreset) -
 
 
 def score_method(fitted: FittedMethod, train: SpikeData, test: SpikeData, *,
-                 system: str | None = None, fp_starts: int = 500, seed: int = 0
+                 fp_starts: int = 500, seed: int = 0
                  ) -> tuple[dict[str, float], dict[str, Any]]:
     """The benchmark's metrics of one fitted method, and what its phase-portrait plot needs."""
     inferred_train, inferred_test = fitted.latents(train), fitted.latents(test)
@@ -168,53 +167,11 @@ def score_method(fitted: FittedMethod, train: SpikeData, test: SpikeData, *,
     extras: dict[str, Any] = {"inferred_test": apply_affine(inferred_test, to_true),
                               "true_test": truth.latents, "found": None}
     if fitted.field is not None and truth.fixed_points is not None:
-        scores.update(_fixed_point_scores(fitted, inferred_train, train, to_true, system,
-                                          fp_starts, seed, extras))
+        fp_scores, extras["found"] = fixed_point_scores(
+            fitted.field, inferred_train, train.truth, discrete=fitted.discrete,
+            n_starts=fp_starts, seed=seed)
+        scores.update(fp_scores)
     return scores, extras
-
-
-def _fixed_point_scores(fitted, inferred_train, train, to_true, system, n_starts, seed, extras):
-    states = inferred_train.reshape(-1, inferred_train.shape[-1])
-    # Half the starts on visited states, half spread over their bounding box: unstable points
-    # and saddles lie between the states trajectories visit.
-    rng = np.random.default_rng(seed)
-    low, high = states.min(0), states.max(0)
-    starts = np.concatenate([states[rng.choice(len(states), n_starts - n_starts // 2)],
-                             rng.uniform(low, high, (n_starts // 2, states.shape[1]))])
-    spread = float(states.std())
-    continuous = CONTINUOUS.get(system)
-    # Learned continuous attractors are only approximately flat: keep slow points there, slow
-    # against the fast speeds the field shows (states mostly rest on such an attractor).
-    speed = np.quantile(np.linalg.norm(_speeds(fitted, states[:2000]), axis=-1), 0.95)
-    found = find_fixed_points(fitted.field, starts, discrete=fitted.discrete,
-                              tolerance=1e-6 * max(speed, 1e-12),
-                              slow_tolerance=0.05 * speed if continuous else None,
-                              merge_distance=0.05 * spread)
-    truth = train.truth
-    true_states = truth.latents.reshape(-1, truth.latents.shape[-1])
-    true_spread = float(true_states.std())
-    tolerance = 0.25 * true_spread
-    points, labels = truth.fixed_points, truth.stability
-    if continuous:  # score the part of a ring or line that the data visit
-        near = np.array([np.linalg.norm(true_states - p, axis=-1).min() < tolerance
-                         for p in points])
-        points, labels = points[near], tuple(np.asarray(labels)[near])
-    match = match_fixed_points(points, labels, found.points, found.stability, affine=to_true,
-                               tolerance=tolerance)
-    extras["found"] = apply_affine(found.points, to_true) if len(found.points) else None
-    scores = {"fp_found": float(len(found.points)), "fp_true": float(match.n_true),
-              "fp_recall": match.recall, "fp_error": match.location_error / true_spread,
-              "fp_stability": match.stability_agreement}
-    if continuous:
-        shape = attractor_shape(apply_affine(found.points, to_true)) if len(found.points) else None
-        scores["shape_recovered"] = float(shape == continuous)
-    return scores
-
-
-def _speeds(fitted: FittedMethod, states: np.ndarray) -> np.ndarray:
-    f = as_numpy_field(fitted.field)
-    values = f(states)
-    return values - states if fitted.discrete else values
 
 
 def run_cell(system: str, embedding: str, method: str | Method, seed: int,
@@ -235,7 +192,7 @@ def _run_cell(system, embedding, method, seed, preset) -> dict[str, Any]:
     else:
         fitted = fn(train, valid, seed)
     fit_seconds = time.perf_counter() - start
-    scores, extras = score_method(fitted, train, test, system=system, fp_starts=preset.fp_starts,
+    scores, extras = score_method(fitted, train, test, fp_starts=preset.fp_starts,
                                   seed=seed)
     row = {"system": system, "embedding": embedding, "method": name, "seed": seed,
            "fit_seconds": fit_seconds, **scores}

@@ -34,8 +34,7 @@ def test_an_oracle_method_scores_perfectly(system):
     preset = preset_with(TINY, systems=(system,), n_trials=30, n_bins=40)
     data = make_data(system, "linear", 0, preset)
     train, test = data.select("train"), data.select("test")
-    scores, extras = score_method(oracle(train, None, 0), train, test, system=system,
-                                  fp_starts=300)
+    scores, extras = score_method(oracle(train, None, 0), train, test, fp_starts=300)
     assert scores["state_r2_true_to_inferred"] > 0.999
     assert scores["state_r2_inferred_to_true"] > 0.999
     assert scores["rate_r2"] == pytest.approx(1.0)

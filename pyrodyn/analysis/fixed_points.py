@@ -27,10 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.spikes import GroundTruth
 from ..data.systems import classify_stability
+from .metrics import apply_affine, fit_affine, match_fixed_points
 
 __all__ = ["FixedPoints", "find_fixed_points", "as_numpy_field", "classify_discrete",
-           "attractor_shape"]
+           "attractor_shape", "fixed_point_scores", "CONTINUOUS"]
+
+# Systems whose attractor is a continuum of fixed points, and its shape.
+CONTINUOUS = {"ring_attractor": "ring", "line_attractor": "line"}
 
 
 @dataclass(frozen=True)
@@ -151,3 +156,55 @@ def attractor_shape(points: np.ndarray, *, tolerance: float = 0.1) -> str | None
     if off_plane < tolerance * extent and radius.std() < tolerance * radius.mean():
         return "ring"
     return None
+
+
+def fixed_point_scores(field, inferred_train: np.ndarray, truth: GroundTruth, *,
+                       discrete: bool = False, n_starts: int = 500, seed: int = 0
+                       ) -> tuple[dict[str, float], np.ndarray | None]:
+    """Fixed-point recovery of a fitted vector field (or transition map, ``discrete``), and
+    the points found in true coordinates (None when none were found).
+
+    The search starts from the inferred training states and their bounding box; found points
+    are mapped into true coordinates with the inferred -> true affine map fit on the training
+    trials and matched to ``truth.fixed_points`` (for rings and lines, the sampled points of
+    the attractor the data visit) within a quarter of the true latents' spread. Scores:
+    ``fp_found``, ``fp_true``, ``fp_recall`` (matched / true), ``fp_error`` (mean distance of
+    matched pairs over the true latents' spread), ``fp_stability`` (agreement of stability
+    labels) and, for ring and line attractors, ``shape_recovered``.
+    """
+    states = inferred_train.reshape(-1, inferred_train.shape[-1])
+    # Half the starts on visited states, half spread over their bounding box: unstable points
+    # and saddles lie between the states trajectories visit.
+    rng = np.random.default_rng(seed)
+    low, high = states.min(0), states.max(0)
+    starts = np.concatenate([states[rng.choice(len(states), n_starts - n_starts // 2)],
+                             rng.uniform(low, high, (n_starts // 2, states.shape[1]))])
+    continuous = CONTINUOUS.get(truth.system)
+    # Learned continuous attractors are only approximately flat: keep slow points there, slow
+    # against the fast speeds the field shows (states mostly rest on such an attractor).
+    f = as_numpy_field(field)
+    speeds = f(states[:2000]) - (states[:2000] if discrete else 0)
+    speed = np.quantile(np.linalg.norm(speeds, axis=-1), 0.95)
+    found = find_fixed_points(field, starts, discrete=discrete,
+                              tolerance=1e-6 * max(speed, 1e-12),
+                              slow_tolerance=0.05 * speed if continuous else None,
+                              merge_distance=0.05 * float(states.std()))
+    true_states = truth.latents.reshape(-1, truth.latents.shape[-1])
+    true_spread = float(true_states.std())
+    tolerance = 0.25 * true_spread
+    points, labels = truth.fixed_points, truth.stability
+    if continuous:  # score the part of a ring or line that the data visit
+        near = np.array([np.linalg.norm(true_states - p, axis=-1).min() < tolerance
+                         for p in points])
+        points, labels = points[near], tuple(np.asarray(labels)[near])
+    to_true = fit_affine(inferred_train, truth.latents)
+    match = match_fixed_points(points, labels, found.points, found.stability, affine=to_true,
+                               tolerance=tolerance)
+    in_true = apply_affine(found.points, to_true) if len(found.points) else None
+    scores = {"fp_found": float(len(found.points)), "fp_true": float(match.n_true),
+              "fp_recall": match.recall, "fp_error": match.location_error / true_spread,
+              "fp_stability": match.stability_agreement}
+    if continuous:
+        shape = attractor_shape(in_true) if in_true is not None else None
+        scores["shape_recovered"] = float(shape == continuous)
+    return scores, in_true

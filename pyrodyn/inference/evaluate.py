@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analysis.fixed_points import fixed_point_scores
 from ..analysis.metrics import mean_rates
 from ..analysis.scores import score_rates, score_states
 from ..data.spikes import SpikeData
@@ -20,7 +21,8 @@ __all__ = ["evaluate"]
 
 def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: int = 10,
              refine_steps: int = 0, device: str = "cpu",
-             train_latents: np.ndarray | None = None) -> dict[str, float]:
+             train_latents: np.ndarray | None = None, fp_starts: int = 500
+             ) -> dict[str, float]:
     """Metrics of the posterior-mean rates on ``test`` trials.
 
     - ``bits_per_spike`` on held-in neurons (null: training mean rates); with held-out neurons
@@ -28,6 +30,8 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
     - With true latents: ``state_r2_true_to_inferred`` and ``state_r2_inferred_to_true``, affine
       maps fit on the training trials' posterior means, scored on ``test``, and the same with
       a nonlinear regression (``state_r2_nonlinear_*``; ``analysis.scores.score_states``).
+    - With known fixed points and a model with a vector field (``model.field``): fixed-point
+      recovery, ``fp_*`` (``analysis.fixed_points.fixed_point_scores``, ``fp_starts`` starts).
 
     ``refine_steps`` refines every trial's posterior first (see ``posterior``).
     ``train_latents``: the training trials' posterior means when already at hand (scoring
@@ -42,4 +46,9 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
         if train_latents is None:
             train_latents, _ = posterior_means(model, guide, train, **options)
         scores.update(score_states(train.truth.latents, train_latents, truth.latents, latents))
+        field = getattr(model, "field", None)
+        if field is not None and truth.fixed_points is not None and fp_starts:
+            fp, _ = fixed_point_scores(field, train_latents, train.truth,
+                                       discrete=field.discrete, n_starts=fp_starts)
+            scores.update(fp)
     return scores

@@ -123,3 +123,14 @@ def test_evaluate_reuses_given_training_latents(fitted):
         derived["state_r2_inferred_to_true"], abs=0.02)  # the same map up to sampling noise
     wrong = evaluate(model, guide, train, test, num_samples=5, train_latents=0 * given)
     assert wrong["state_r2_inferred_to_true"] < reused["state_r2_inferred_to_true"]
+
+
+def test_evaluate_reports_coordinate_free_scores_and_fixed_points(fitted):
+    data, model, guide = fitted
+    train, test = data.select("train"), data.select("test")
+    scores = evaluate(model, guide, train, test, num_samples=5, fp_starts=100)
+    for name in ("state_r2_nonlinear_true_to_inferred", "state_r2_nonlinear_inferred_to_true"):
+        assert -1.0 < scores[name] <= 1.0
+    assert scores["fp_true"] == 3.0               # Lorenz: the origin and the two foci
+    assert scores["fp_found"] >= 0 and 0.0 <= scores["fp_recall"] <= 1.0
+    assert "fp_found" not in evaluate(model, guide, train, test, num_samples=5, fp_starts=0)
