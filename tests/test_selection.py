@@ -88,3 +88,23 @@ def test_select_command_writes_the_table_plot_and_config(tmp_path, capsys):
     assert cli.main(["select", str(tmp_path / "d.npz"), "--out", str(tmp_path / "x"),
                      "--readouts", "affine,bent"]) == 1
     assert "--readouts" in capsys.readouterr().err
+
+
+def test_fit_latent_dim_auto_selects_then_fits_on_the_same_split(tmp_path, capsys):
+    data = synthetic.limit_cycle(n_trials=30, n_bins=15, n_neurons=8, seed=0)
+    save(data, tmp_path / "d.npz")                  # no split: fit makes and records one
+    fast = dict(FAST, steps=20, eval_every=20, refine_steps=0)
+    overrides = [f"{k}={v}" for k, v in fast.items() if k not in ("curriculum",
+                                                                 "progress_every")]
+    code = cli.main(["fit", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run"),
+                     "--latent-dim", "auto", "--readout", "affine", "--quiet",
+                     "--set", *overrides])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "--latent-dim auto: chose" in out and out.count("| affine |") == 8
+    chosen = RunConfig.from_sources(tmp_path / "run" / "config.yaml").latent_dim
+    assert f"chose {chosen} latent dimensions" in out
+    assert (tmp_path / "run" / "split.json").is_file() and (tmp_path / "run" / "model.pt").is_file()
+    assert cli.main(["fit", str(tmp_path / "d.npz"), "--out", str(tmp_path / "x"),
+                     "--latent-dim", "three"]) == 1
+    assert "--latent-dim" in capsys.readouterr().err
