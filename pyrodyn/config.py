@@ -31,7 +31,8 @@ class RunConfig:
     dynamics: str = "mlp"
     hidden: int = 128
     readout: str = "flow"
-    flow_layers: int = 2          # coupling layers of the flow readout (single-area models)
+    flow_layers: int = 2          # coupling layers of the flow readout (single-area models;
+                                  # 0: the learned lift alone, an affine map)
     likelihood: str = "poisson"
     inferred_input_dim: int = 0
     input_scale: float = 0.1      # scale of the inferred inputs' AR(1) prior
@@ -82,9 +83,9 @@ class RunConfig:
             if not isinstance(value, str) or value not in known:
                 raise ValueError(f"config: {name} must be one of {', '.join(known)}, got "
                                  f"{value!r}")
-        for name in ("latent_dim", "hidden", "flow_layers", "comm_rank", "encoder_hidden"):
+        for name in ("latent_dim", "hidden", "comm_rank", "encoder_hidden"):
             check_number(f"config: {name}", getattr(self, name), integer=True, low=1)
-        for name in ("inferred_input_dim", "refine_steps"):
+        for name in ("inferred_input_dim", "refine_steps", "flow_layers"):
             check_number(f"config: {name}", getattr(self, name), integer=True, low=0)
         for name in ("input_scale", "step_size"):
             check_number(f"config: {name}", getattr(self, name), low=0, low_open=True)

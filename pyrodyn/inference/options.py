@@ -119,6 +119,11 @@ class FitOptions:
             check_number(name, getattr(self, name), integer=True, low=1)
         for name in ("kl_warmup", "readout_warmup", "seed", "nan_retries"):
             check_number(name, getattr(self, name), integer=True, low=0)
+        if self.readout_warmup and self.readout_warmup >= self.steps:
+            # the coupling layers would be switched on untrained when the fit ends
+            raise ValueError(f"readout_warmup: must end before the last step ({self.steps}), "
+                             f"got {self.readout_warmup}; for an affine lift alone use "
+                             "flow_layers=0")
         check_number("patience", self.patience, integer=True, low=1, none=True)
         check_number("num_threads", self.num_threads, integer=True, low=1, none=True)
         check_number("lr", self.lr, low=0, low_open=True)

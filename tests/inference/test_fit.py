@@ -75,15 +75,33 @@ def test_readout_warmup_trains_the_flow_lift_alone_first(data):
                 not name.startswith("transform._transforms.0.")}
 
     train = data.select("train")
-    for warmup, moved in ((OPTIONS["steps"], False), (4, True)):
+    lr = 1e-2
+    # Adam moves a parameter by at most about lr per step: frozen until the last step means
+    # one step's worth of change, trained from step 4 means several.
+    for warmup, steps_trained in ((OPTIONS["steps"] - 1, 1), (4, 8)):
         model, g = build()
         lift = model.readout.transform._transforms[0]
         before, lift_before = couplings(model), lift.lower_entries.clone()
-        fit(model, g, train, readout_warmup=warmup, **OPTIONS)
+        fit(model, g, train, readout_warmup=warmup, lr=lr, **OPTIONS)
         after = couplings(model)
         assert before and not model.readout.linear_only
-        assert any(not torch.equal(before[k], after[k]) for k in before) == moved
+        moved = max(float((before[k] - after[k]).abs().max()) for k in before)
+        assert (moved <= 1.05 * lr) == (steps_trained == 1), (warmup, moved)
         assert not torch.equal(lift_before, lift.lower_entries)
+    # a warm-up to the last step would end the fit with untrained couplings switched on
+    with pytest.raises(ValueError, match="readout_warmup.*flow_layers=0"):
+        fit(model, g, train, readout_warmup=OPTIONS["steps"], **OPTIONS)
+
+
+def test_a_flow_readout_without_coupling_layers_is_affine():
+    from pyrodyn.models.readouts import FlowReadout
+
+    readout = FlowReadout(3, 12, layers=0)
+    z = torch.randn(50, 3)
+    weight = torch.linalg.lstsq(torch.cat([z, torch.ones(50, 1)], 1), readout(z)).solution
+    affine = torch.cat([z, torch.ones(50, 1)], 1) @ weight
+    assert torch.allclose(affine, readout(z), atol=1e-4)
+    assert torch.allclose(readout.inverse(readout(z)), z, atol=1e-4)
 
 
 def test_time_budget_stops_and_resume_finishes(data, tmp_path):
