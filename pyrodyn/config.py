@@ -33,6 +33,7 @@ class RunConfig:
     readout: str = "flow"
     flow_layers: int = 2          # coupling layers of the flow readout (single-area models;
                                   # 0: the learned lift alone, an affine map)
+    bend_precision: float = 0.5   # the plane readout's prior precision on its bend
     likelihood: str = "poisson"
     inferred_input_dim: int = 0
     input_scale: float = 0.1      # scale of the inferred inputs' AR(1) prior
@@ -90,6 +91,7 @@ class RunConfig:
         for name in ("input_scale", "step_size"):
             check_number(f"config: {name}", getattr(self, name), low=0, low_open=True)
         check_number("config: coupling_prior", self.coupling_prior, low=0)
+        check_number("config: bend_precision", self.bend_precision, low=0)
         if not isinstance(self.model, str):
             raise ValueError(f"config: model must be a name, got {self.model!r}")
         self.fit_options()  # the options fit takes, checked there

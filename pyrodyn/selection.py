@@ -8,7 +8,7 @@ and picks the **smallest model within one standard error of the best**: a more c
 place by predicting held-out trials better than chance differences between trials would. The
 standard error is the paired one over trials (both models score the same trials), as ArviZ's
 ``compare`` computes it. Models are ordered by latent dimensionality, then by readout
-(``affine`` < ``flow`` < ``residual_flow`` < ``mlp``).
+(``affine`` < ``plane`` < ``flow`` < ``residual_flow`` < ``mlp``).
 
 Example::
 
@@ -43,7 +43,7 @@ __all__ = ["Candidate", "Selection", "select", "choose", "parse_latent_dims", "R
 
 logger = logging.getLogger("pyrodyn")
 
-READOUT_ORDER = ("affine", "flow", "residual_flow", "mlp")  # simplest first
+READOUT_ORDER = ("affine", "plane", "flow", "residual_flow", "mlp")  # simplest first
 
 
 @dataclass

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -137,8 +138,8 @@ def _trial_log_prob(trace, *, observed: bool) -> torch.Tensor:
     total = 0.0
     for site in trace.nodes.values():
         if (site["type"] != "sample" or site_is_subsample(site) or not _in_trial_plate(site)
-                or (site["is_observed"] and not observed)):
-            continue
+                or (site["is_observed"] and not observed) or isinstance(site["fn"], dist.Unit)):
+            continue  # pyro.factor terms (e.g. a readout's shape prior) are no data
         total = total + site["log_prob"]
     return total
 

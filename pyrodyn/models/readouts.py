@@ -27,11 +27,12 @@ from nflows.nn.nets import ResidualNet
 from torch import nn
 
 __all__ = ["Readout", "AffineReadout", "MLPReadout", "FlowReadout", "ResidualFlowReadout",
-           "READOUTS", "build_readout"]
+           "PlaneReadout", "READOUTS", "build_readout"]
 
 
 class Readout(nn.Module):
-    """Base class: ``forward(z) -> log-rates``; ``bias`` holds each neuron's log mean rate."""
+    """Base class: ``forward(z) -> log-rates``; ``bias`` holds each neuron's log mean rate;
+    ``log_penalty(latents)`` (None by default) is a per-trial log-prior term the model adds."""
 
     injective = False  # injective readouts need at least as many neurons as latents
 
@@ -46,6 +47,9 @@ class Readout(nn.Module):
                 f"{n_neurons} < {latent_dim}")
         self.latent_dim, self.n_neurons = latent_dim, n_neurons
         self.bias = nn.Parameter(torch.zeros(n_neurons))
+
+    def log_penalty(self, z: torch.Tensor) -> torch.Tensor | None:
+        return None
 
     def init_bias(self, mean_counts: torch.Tensor) -> None:
         """Starts each neuron at its mean count per bin, so training begins at the null model."""
@@ -183,6 +187,58 @@ class ResidualFlowReadout(Readout):
         return y[..., : self.latent_dim]
 
 
+class PlaneReadout(Readout):
+    """Affine coordinates, nonlinear rates: ``log r = W z + (I - P_W) h(z) + b``, where
+    ``P_W`` projects onto the columns of ``W`` and ``h`` is a small MLP (its output layer
+    starts at zero, so the readout starts affine).
+
+    The nonlinear part only moves log-rates off the plane spanned by ``W``, so the latent state
+    is always the least-squares coordinate of the log-rates in that plane,
+    ``z = W^+ (log r - b)``: the readout is injective (``inverse`` is that formula), and when
+    the true log-rates are an affine function of the true state, the latents are an affine
+    image of it whatever ``h`` learns. Where the embedding is nonlinear, ``h`` bends the rates
+    without bending the coordinates.
+
+    Example:
+        >>> readout = PlaneReadout(3, 30)
+        >>> z = torch.randn(8, 50, 3)
+        >>> torch.allclose(readout.inverse(readout(z)), z, atol=1e-4)
+        True
+    """
+
+    injective = True
+
+    def __init__(self, latent_dim: int, n_neurons: int, *, hidden: int = 64,
+                 bend_precision: float = 0.5) -> None:
+        super().__init__(latent_dim, n_neurons)
+        self.bend_precision = bend_precision
+        self.weight = nn.Parameter(torch.randn(n_neurons, latent_dim) / math.sqrt(latent_dim))
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ELU(),
+                                 nn.Linear(hidden, n_neurons))
+        with torch.no_grad():
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+
+    def bend(self, z: torch.Tensor) -> torch.Tensor:
+        """The off-plane part of the log-rates (..., neuron)."""
+        basis, _ = torch.linalg.qr(self.weight)              # (neuron, latent), orthonormal
+        bend = self.net(z)
+        return bend - (bend @ basis) @ basis.T
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.weight.T + self.bend(z) + self.bias
+
+    def log_penalty(self, z: torch.Tensor) -> torch.Tensor:
+        """A weak Gaussian prior on the bend, summed over the last two dims (time, neuron):
+        among the planes that fit equally well it prefers the one the log-rates vary in most
+        (their principal plane), so the coordinates are those of the log-rates' own PCA."""
+        return -0.5 * self.bend_precision * self.bend(z).pow(2).sum((-2, -1))
+
+    def inverse(self, log_rates: torch.Tensor) -> torch.Tensor:
+        """Latent states whose log-rates these are (exact for points in the image)."""
+        return (log_rates - self.bias) @ torch.linalg.pinv(self.weight).T
+
+
 def _small_residual_net(in_features: int, out_features: int, hidden: int) -> nn.Module:
     net = ResidualNet(in_features, out_features, hidden_features=hidden, num_blocks=1)
     with torch.no_grad():  # start each coupling near the identity
@@ -193,7 +249,7 @@ def _small_residual_net(in_features: int, out_features: int, hidden: int) -> nn.
 
 READOUTS: dict[str, type[Readout]] = {
     "affine": AffineReadout, "mlp": MLPReadout, "flow": FlowReadout,
-    "residual_flow": ResidualFlowReadout,
+    "residual_flow": ResidualFlowReadout, "plane": PlaneReadout,
 }
 
 

@@ -25,6 +25,7 @@ MODELS = {
     "gru-flow-both-inputs": dict(field="gru", inferred_input_dim=1, external_input_dim=1),
     "mlp-affine-gaussian": dict(readout="affine", likelihood="gaussian"),
     "mlp-residual_flow-poisson": dict(readout="residual_flow"),
+    "mlp-plane-poisson": dict(readout="plane"),
 }
 GUIDES = ["normal", "flow", "map", "per_trial_normal", "per_trial_map"]
 

@@ -6,6 +6,7 @@ from pyrodyn.models import (
     FlowReadout,
     LatentODEModel,
     ODESolver,
+    PlaneReadout,
     ResidualFlowReadout,
     build_field,
     build_likelihood,
@@ -43,7 +44,26 @@ def test_residual_flow_readout_warns_when_a_step_is_not_contractive():
         readout.inverse(readout(torch.randn(4, 2)), max_iter=20)
 
 
-@pytest.mark.parametrize("readout", [FlowReadout, ResidualFlowReadout])
+def test_plane_readout_bends_rates_off_its_plane_and_never_its_coordinates():
+    torch.manual_seed(0)
+    readout = PlaneReadout(3, 30)
+    z = 2.0 * torch.randn(16, 40, 3)
+    start = readout(z)
+    assert torch.allclose(start, z @ readout.weight.T + readout.bias, atol=1e-6)  # starts affine
+    assert torch.equal(readout.log_penalty(z), torch.zeros(16))
+    with torch.no_grad():
+        for p in readout.net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    log_rates = readout(z)
+    bend = log_rates - (z @ readout.weight.T + readout.bias)
+    assert bend.abs().max() > 0.1                                 # nonlinear now
+    assert (bend @ readout.weight).abs().max() < 1e-4             # but off the plane only
+    assert (readout.inverse(log_rates) - z).abs().max() < 1e-4    # coordinates unchanged
+    penalty = readout.log_penalty(z)
+    assert penalty.shape == (16,) and (penalty < 0).all()
+
+
+@pytest.mark.parametrize("readout", [FlowReadout, ResidualFlowReadout, PlaneReadout])
 def test_injective_readouts_need_at_least_as_many_neurons_as_latents(readout):
     with pytest.raises(ValueError, match="needs n_neurons >= latent_dim"):
         readout(5, 3)
