@@ -74,7 +74,7 @@ class MultiAreaModel(SpikeModel):
         latent_dim: latent dimension per area (an int or area -> int).
         field: each area's own dynamics ("mlp", "linear", "low_rank") or area -> VectorField.
         hidden: hidden units of the "mlp" fields.
-        readout: "flow" (default), "affine" or "mlp", for every area.
+        readout: "flow" (default), "plane", "affine" or "mlp", for every area.
         likelihood: "poisson" (default), "negative_binomial" or "gaussian" (or area -> name).
         channels: the channels to model as "target<-source" names (default: every ordered
             pair, so the data decide which are absent).
@@ -256,6 +256,9 @@ class MultiAreaModel(SpikeModel):
             for area, z in self.field.split(latents).items():
                 record(area_site(sites.LATENTS, area), z, event_dim=2)
                 output = self.readouts[area](z)
+                penalty = self.readouts[area].log_penalty(z)
+                if penalty is not None:  # a prior on the readout's shape, per trial
+                    pyro.factor(area_site(sites.READOUT_PENALTY, area), penalty)
                 rates.append(self.likelihoods[area].mean(output))
                 likelihood = self.likelihoods[area].distribution(output)
                 neurons = self.area_neurons[area]
