@@ -137,6 +137,7 @@ def pyrodyn_method(**config: Any) -> Method:
 
 BUILTIN_METHODS: dict[str, Method] = {
     "node_flow": pyrodyn_method(readout="flow"),
+    "node_plane": pyrodyn_method(readout="plane"),
     "node_affine": pyrodyn_method(readout="affine"),
     # LFADS-like: discrete GRU generator with a linear readout.
     "gru": pyrodyn_method(dynamics="gru", readout="affine"),

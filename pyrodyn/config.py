@@ -30,7 +30,7 @@ class RunConfig:
     latent_dim: int = 3
     dynamics: str = "mlp"
     hidden: int = 128
-    readout: str = "flow"
+    readout: str = "plane"       # affine coordinates, earned bend (README (f))
     flow_layers: int = 2          # coupling layers of the flow readout (single-area models;
                                   # 0: the learned lift alone, an affine map)
     bend_precision: float = 0.5   # the plane readout's prior precision on its bend

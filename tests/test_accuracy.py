@@ -12,11 +12,13 @@ from pyrodyn.inference import evaluate, fit, posterior
 
 pytestmark = pytest.mark.slow
 
-# Measured at this seed on the 2-core machine (2026-11-24, with the recipe's posterior
-# refinement): bps ratio 0.970, rate R2 0.878, state R2 0.850 (true->inferred) and 0.873
-# (inferred->true). The guards leave margin for a slower or busier machine, where the time
-# budget cuts the fit short.
-THRESHOLDS = dict(bps_ratio=0.9, rate_r2=0.75, state_r2=0.7)
+# Measured at this seed on the 2-core machine with the recipe's posterior refinement. Flow
+# readout (2026-11-24): bps ratio 0.970, rate R2 0.878, state R2 0.850 (true->inferred) and
+# 0.873 (inferred->true). Plane readout, the default since 2026-12-02 (on a machine busy with
+# two other fits): 0.904, 0.834, 0.927 and 0.931. The guards leave margin for a slower or
+# busier machine, where the time budget cuts the fit short; the state R2 guard holds the
+# plane readout's straighter latents.
+THRESHOLDS = dict(bps_ratio=0.85, rate_r2=0.75, state_r2=0.85)
 
 
 def fit_recipe(data, *, steps, budget, **changes):

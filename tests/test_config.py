@@ -12,6 +12,7 @@ def test_yaml_file_then_overrides(tmp_path):
     assert config.lr == 5e-3 and isinstance(config.lr, float)
     assert config.weight_decay == 1e-4 and isinstance(config.weight_decay, float)
     assert RunConfig.from_sources(overrides=["time_budget=null"]).time_budget is None
+    assert RunConfig().readout == "plane"   # the default readout (README, benchmark (f))
 
 
 @pytest.mark.parametrize("item, message", [

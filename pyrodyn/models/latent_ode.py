@@ -45,7 +45,8 @@ class LatentODEModel(SpikeModel):
         latent_dim: dimension D of the latent state.
         field: "mlp" (default), "linear", "low_rank", "gru" (discrete baseline) or a
             ``VectorField`` taking ``external_input_dim + inferred_input_dim`` inputs.
-        readout: "flow" (injective, default), "affine", "mlp" or a ``Readout``.
+        readout: "plane" (default: affine coordinates, rates bent off the plane), "flow"
+            (injective normalizing flow), "affine", "residual_flow", "mlp" or a ``Readout``.
         likelihood: "poisson" (default), "negative_binomial", "gaussian" or a ``Likelihood``.
         external_input_dim: channels of known inputs passed as ``inputs=``.
         inferred_input_dim: channels of inputs inferred per trial (LFADS controller inputs)
@@ -62,7 +63,7 @@ class LatentODEModel(SpikeModel):
         latent_dim: int = 3,
         *,
         field: str | VectorField = "mlp",
-        readout: str | Readout = "flow",
+        readout: str | Readout = "plane",
         likelihood: str | Likelihood = "poisson",
         external_input_dim: int = 0,
         inferred_input_dim: int = 0,

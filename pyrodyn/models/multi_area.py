@@ -74,7 +74,7 @@ class MultiAreaModel(SpikeModel):
         latent_dim: latent dimension per area (an int or area -> int).
         field: each area's own dynamics ("mlp", "linear", "low_rank") or area -> VectorField.
         hidden: hidden units of the "mlp" fields.
-        readout: "flow" (default), "plane", "affine" or "mlp", for every area.
+        readout: "plane" (default), "flow", "affine" or "mlp", for every area.
         likelihood: "poisson" (default), "negative_binomial" or "gaussian" (or area -> name).
         channels: the channels to model as "target<-source" names (default: every ordered
             pair, so the data decide which are absent).
@@ -92,7 +92,7 @@ class MultiAreaModel(SpikeModel):
         *,
         field: str | Mapping[str, VectorField] = "mlp",
         hidden: int = 64,
-        readout: str = "flow",
+        readout: str = "plane",
         likelihood: str | Mapping[str, str] = "poisson",
         channels: Sequence[str] | None = None,
         communication: str = "low_rank",

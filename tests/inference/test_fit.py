@@ -79,7 +79,7 @@ def test_readout_warmup_trains_the_flow_lift_alone_first(data):
     # Adam moves a parameter by at most about lr per step: frozen until the last step means
     # one step's worth of change, trained from step 4 means several.
     for warmup, steps_trained in ((OPTIONS["steps"] - 1, 1), (4, 8)):
-        model, g = build()
+        model, g = build(readout="flow")
         lift = model.readout.transform._transforms[0]
         before, lift_before = couplings(model), lift.lower_entries.clone()
         fit(model, g, train, readout_warmup=warmup, lr=lr, **OPTIONS)

@@ -176,7 +176,7 @@ def test_from_data_reads_area_labels_and_wrong_spikes_are_refused():
     model = MultiAreaModel.from_data(data, 2)
     assert sorted(model.areas) == ["PFC", "V1"]
     assert model.area_neurons["PFC"].tolist() == [2, 4]
-    with pytest.raises(ValueError, match="FlowReadout: needs n_neurons >= latent_dim"):
+    with pytest.raises(ValueError, match="PlaneReadout: needs n_neurons >= latent_dim"):
         MultiAreaModel.from_data(data, 3)
     with pytest.raises(ValueError, match="no area labels"):
         MultiAreaModel.from_data(SpikeData(np.ones((3, 5, 4))))
