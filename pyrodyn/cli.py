@@ -422,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="benchmark_out")
     bench.add_argument("--systems", nargs="+", help="subset of the preset's systems")
     bench.add_argument("--embeddings", nargs="+", choices=["linear", "nonlinear"])
-    bench.add_argument("--methods", nargs="+", choices=["node_flow", "node_plane", "node_affine", "gru"])
+    bench.add_argument("--methods", nargs="+",
+                       choices=["node_flow", "node_plane", "node_affine", "gru"])
     bench.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
     bench.add_argument("--budget", type=float, help="seconds of fitting per cell")
     bench.add_argument("--workers", type=int, default=1, help="parallel fits (1 thread each)")
