@@ -30,8 +30,9 @@ CONFIG = RunConfig()
 
 
 def run(*, embedding: str, readout: str, guide: str, steps: int, budget: float, seed: int,
-        n_trials: int, n_neurons: int, latent_dim: int = 3, base: RunConfig = CONFIG) -> dict:
-    data = synthetic.lorenz(n_trials=n_trials, n_bins=100, n_neurons=n_neurons,
+        n_trials: int, n_neurons: int, n_bins: int = 100, latent_dim: int = 3,
+        base: RunConfig = CONFIG) -> dict:
+    data = synthetic.lorenz(n_trials=n_trials, n_bins=n_bins, n_neurons=n_neurons,
                             embedding=embedding, seed=seed).with_split(valid=0.15, test=0.15,
                                                                        seed=seed)
     train, valid, test = data.select("train"), data.select("valid"), data.select("test")
@@ -65,6 +66,7 @@ def main(argv=None) -> list[dict]:
                         help="seconds of fitting (the acceptance allows 600)")
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--neurons", type=int, default=30)
+    parser.add_argument("--bins", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change one RunConfig option of the recipe (repeatable)")
@@ -75,7 +77,8 @@ def main(argv=None) -> list[dict]:
     for readout in args.readouts:
         row = run(embedding=args.embedding, readout=readout, guide=args.guide, steps=args.steps,
                   budget=args.budget, seed=args.seed, n_trials=args.trials,
-                  n_neurons=args.neurons, base=RunConfig.from_sources(overrides=args.set))
+                  n_neurons=args.neurons, n_bins=args.bins,
+                  base=RunConfig.from_sources(overrides=args.set))
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items()), flush=True)
