@@ -5,7 +5,10 @@ ladder of latent dimensionalities with the given readouts and budget, print the 
 the chosen dimensionality against the true one. Run from the repository root:
 
     .venv/bin/python bench/select_dims.py --systems limit_cycle line_attractor --dims 1-4 \\
-        --readouts affine --budget 240
+        --readouts affine --budget 480 --set steps=500 --set kl_warmup=200 \\
+        --set "curriculum=[10, 200]"
+
+A short budget needs the shorter schedule, or the fits never reach the full trial length.
 """
 
 from __future__ import annotations

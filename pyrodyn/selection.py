@@ -187,12 +187,10 @@ def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7
         raise ValueError("select: the ladder is empty (give latent_dims and readouts)")
     train, valid = data.select("train"), data.select("valid")
     configs = [dataclasses.replace(config, latent_dim=d, readout=r) for d, r in ladder]
-    for candidate_config in configs:  # every candidate buildable before any fit
-        build_run(candidate_config, train)
+    built = [build_run(c, train) for c in configs]  # every candidate checked before any fit
     per_fit = None if budget is None else budget / len(ladder)
     candidates = []
-    for candidate_config in configs:
-        model, guide = build_run(candidate_config, train)
+    for candidate_config, (model, guide) in zip(configs, built):
         start = time.perf_counter()
         options = candidate_config.fit_options()
         if per_fit is not None:

@@ -39,7 +39,6 @@ from ..data.spikes import SpikeData
 from ..models import sites
 from ..models.likelihoods import Likelihood, PoissonLikelihood
 from .guides import per_trial_trials
-from .posterior import posterior_means
 from .refine import _site_moments, refine
 from .traces import model_args, replay
 
@@ -151,40 +150,47 @@ def _global_centres(guide, kwargs) -> dict[str, torch.Tensor]:
             and not site_is_subsample(site) and not _in_trial_plate(site)}
 
 
-@torch.no_grad()
 def importance_log_marginal(model, guide, kwargs, *, num_particles: int = 64
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(trial,) importance-weighted log p(x) for one batch's model arguments, and the Monte
     Carlo standard error of each, with ``num_particles`` draws of ``guide`` as proposals.
 
     Global sites stay at the guide's posterior centre (the same for every particle)."""
+    estimate, mc_se, _ = _importance(model, guide, kwargs, num_particles)
+    return estimate, mc_se
+
+
+@torch.no_grad()
+def _importance(model, guide, kwargs, num_particles):
+    """``importance_log_marginal``'s figures and the proposal's mean rates (trial, time,
+    neuron): the particles are posterior draws, so co-bps needs no draws of its own."""
     if num_particles < 2:
         raise ValueError(f"num_particles: must be >= 2, got {num_particles}")
     kwargs = dict(kwargs, kl_scale=1.0)
     fixed = _global_centres(guide, kwargs)
-    log_weights = []
+    log_weights, rates = [], 0.0
     for _ in range(num_particles):
         guide_trace, model_trace = replay(model, guide, kwargs, fixed=fixed)
         guide_trace.compute_log_prob()
         model_trace.compute_log_prob()
         log_weights.append(_trial_log_prob(model_trace, observed=True)
                            - _trial_log_prob(guide_trace, observed=False))
+        rates = rates + model_trace.nodes[sites.RATES]["value"] / num_particles
     log_w = torch.stack(log_weights).double()                 # (particle, trial)
     estimate = torch.logsumexp(log_w, 0) - np.log(num_particles)
     # delta method: var(log mean w) ~ var(w) / (K mean(w)^2), with w scaled by its maximum
     w = torch.exp(log_w - log_w.max(0).values)
     mc_se = w.std(0) / (w.mean(0) * np.sqrt(num_particles))
-    return estimate, mc_se
+    return estimate, mc_se, rates
 
 
 def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
                      num_particles: int = 64, refine_steps: int = 0, batch_size: int = 256,
-                     num_samples: int = 10, device: str = "cpu", seed: int | None = 0
-                     ) -> Evidence:
+                     device: str = "cpu", seed: int | None = 0) -> Evidence:
     """Held-out evidence of a fitted model on the trials of ``test`` (see the module
     docstring). ``train`` gives the null model's mean rates; ``refine_steps`` refines each
-    trial's proposal first (``pyrodyn.inference.refine``), as the recipe's scores do;
-    ``num_samples``: posterior draws behind the co-bps rates.
+    trial's proposal first (``pyrodyn.inference.refine``), as the recipe's scores do. The
+    co-bps rates are the proposal's mean over the ``num_particles`` draws.
 
     Raises:
         ValueError: a per-trial guide (it knows only its own trials), or bad counts.
@@ -194,7 +200,7 @@ def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
                          "on; held-out evidence needs an amortized guide")
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-    estimates, errors = [], []
+    estimates, errors, batch_rates = [], [], []
     model.eval()
     guide.eval()
     with isolated_rng(seed, device), own_param_store(guide):
@@ -203,10 +209,10 @@ def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
             kwargs = model_args(test.to_batch(index, device=device), test.n_trials)
             proposal = refine(model, guide, kwargs, steps=refine_steps) if refine_steps \
                 else guide
-            estimate, mc_se = importance_log_marginal(model, proposal, kwargs,
-                                                      num_particles=num_particles)
+            estimate, mc_se, rates = _importance(model, proposal, kwargs, num_particles)
             estimates.append(estimate.cpu().numpy())
             errors.append(mc_se.cpu().numpy())
+            batch_rates.append(rates.cpu().numpy())
     observed = test.observed_mask(include_heldout=True)
     null_rates = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))
     spikes = test.spikes.astype(np.float64)
@@ -218,8 +224,7 @@ def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
     evidence = Evidence(np.concatenate(estimates), np.concatenate(errors), counts, null_ll)
     if test.heldout_neurons.size:
         held = test.heldout_neurons
-        _, rates = posterior_means(model, guide, test, num_samples=num_samples,
-                                   refine_steps=refine_steps, device=device, seed=seed)
+        rates = np.concatenate(batch_rates)
         evidence.co_bits, evidence.co_spikes = per_trial_bits(
             rates[..., held], spikes[..., held], null_rates[held], mask=observed[..., held])
     return evidence

@@ -100,9 +100,9 @@ class LatentODEModel(SpikeModel):
         """From a ``RunConfig``'s options (dynamics, readout, likelihood, inputs, solver)."""
         external = 0 if data.inputs is None else data.inputs.shape[-1]
         options = {"hidden": config.hidden} if config.dynamics == "mlp" else {}
-        readout_options = ({"layers": config.flow_layers} if config.readout == "flow" else
-                           {"bend_precision": config.bend_precision}
-                           if config.readout == "plane" else {})
+        readout_options = {"flow": {"layers": config.flow_layers},
+                           "plane": {"bend_precision": config.bend_precision}
+                           }.get(config.readout, {})
         return cls(
             data.n_neurons, config.latent_dim,
             field=build_field(config.dynamics, config.latent_dim,
@@ -156,7 +156,7 @@ class LatentODEModel(SpikeModel):
             latents = self.solve(z0, n_bins, self._field_inputs(inputs, inferred))
             record(sites.LATENTS, latents, event_dim=2)
             output = self.log_rates(latents)
-            penalty = self.readout.log_penalty(latents)
+            penalty = self.readout.log_penalty(latents, output)
             if penalty is not None:  # a prior on the readout's shape, per trial
                 pyro.factor(sites.READOUT_PENALTY, penalty)
             record(sites.RATES, self.likelihood.mean(output), event_dim=2)

@@ -32,7 +32,8 @@ __all__ = ["Readout", "AffineReadout", "MLPReadout", "FlowReadout", "ResidualFlo
 
 class Readout(nn.Module):
     """Base class: ``forward(z) -> log-rates``; ``bias`` holds each neuron's log mean rate;
-    ``log_penalty(latents)`` (None by default) is a per-trial log-prior term the model adds."""
+    ``log_penalty(latents, log_rates)`` (None by default) is a per-trial log-prior term on the
+    readout's shape that the model adds as a factor."""
 
     injective = False  # injective readouts need at least as many neurons as latents
 
@@ -48,7 +49,8 @@ class Readout(nn.Module):
         self.latent_dim, self.n_neurons = latent_dim, n_neurons
         self.bias = nn.Parameter(torch.zeros(n_neurons))
 
-    def log_penalty(self, z: torch.Tensor) -> torch.Tensor | None:
+    def log_penalty(self, z: torch.Tensor, log_rates: torch.Tensor) -> torch.Tensor | None:
+        """Per-trial log-prior of this readout's shape given its own output; None: none."""
         return None
 
     def init_bias(self, mean_counts: torch.Tensor) -> None:
@@ -195,9 +197,9 @@ class PlaneReadout(Readout):
     The nonlinear part only moves log-rates off the plane spanned by ``W``, so the latent state
     is always the least-squares coordinate of the log-rates in that plane,
     ``z = W^+ (log r - b)``: the readout is injective (``inverse`` is that formula), and when
-    the true log-rates are an affine function of the true state, the latents are an affine
-    image of it whatever ``h`` learns. Where the embedding is nonlinear, ``h`` bends the rates
-    without bending the coordinates.
+    the true log-rates are an affine function of the true state and the fitted rates match
+    them, the latents are an affine image of it whatever ``h`` learns. Where the embedding is
+    nonlinear, ``h`` bends the rates without bending the coordinates.
 
     Example:
         >>> readout = PlaneReadout(3, 30)
@@ -219,20 +221,18 @@ class PlaneReadout(Readout):
             self.net[-1].weight.zero_()
             self.net[-1].bias.zero_()
 
-    def bend(self, z: torch.Tensor) -> torch.Tensor:
-        """The off-plane part of the log-rates (..., neuron)."""
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         basis, _ = torch.linalg.qr(self.weight)              # (neuron, latent), orthonormal
         bend = self.net(z)
-        return bend - (bend @ basis) @ basis.T
+        bend = bend - (bend @ basis) @ basis.T               # off the plane only
+        return z @ self.weight.T + bend + self.bias
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z @ self.weight.T + self.bend(z) + self.bias
-
-    def log_penalty(self, z: torch.Tensor) -> torch.Tensor:
-        """A weak Gaussian prior on the bend, summed over the last two dims (time, neuron):
-        among the planes that fit equally well it prefers the one the log-rates vary in most
-        (their principal plane), so the coordinates are those of the log-rates' own PCA."""
-        return -0.5 * self.bend_precision * self.bend(z).pow(2).sum((-2, -1))
+    def log_penalty(self, z: torch.Tensor, log_rates: torch.Tensor) -> torch.Tensor:
+        """A weak Gaussian prior on the bend (``log_rates`` minus the affine part), summed
+        over (time, neuron): among planes that fit equally well it prefers the one the
+        log-rates vary in most, their principal plane."""
+        bend = log_rates - (z @ self.weight.T + self.bias)
+        return -0.5 * self.bend_precision * bend.pow(2).sum((-2, -1))
 
     def inverse(self, log_rates: torch.Tensor) -> torch.Tensor:
         """Latent states whose log-rates these are (exact for points in the image)."""

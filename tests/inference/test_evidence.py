@@ -110,11 +110,12 @@ def test_heldout_evidence_of_a_fitted_model(fitted_lorenz):
     summary = evidence.summary()
     assert evidence.n_trials == test.n_trials
     assert np.isfinite(evidence.log_marginal).all() and summary["log_marginal_se"] > 0
-    # co-bps here is exactly what evaluate's scoring gives for the same posterior draws
-    _, rates = posterior_means(model, guide, test, num_samples=10)
+    # co-bps from the particles' mean rates agrees with evaluate's scoring of other draws
+    # of the same posterior (only sampling noise apart)
+    _, rates = posterior_means(model, guide, test, num_samples=64)
     null = train.spikes.mean(axis=(0, 1))
     assert summary["co_bps"] == pytest.approx(score_rates(rates, test, null_rates=null)
-                                              ["co_bps"], abs=1e-9)
+                                              ["co_bps"], abs=0.01)
     assert 0 < summary["co_bps_se"] < 1
     # the fitted model beats each neuron's mean rate on held-out trials
     assert summary["evidence_bps"] > 0

@@ -50,7 +50,7 @@ def test_plane_readout_bends_rates_off_its_plane_and_never_its_coordinates():
     z = 2.0 * torch.randn(16, 40, 3)
     start = readout(z)
     assert torch.allclose(start, z @ readout.weight.T + readout.bias, atol=1e-6)  # starts affine
-    assert torch.equal(readout.log_penalty(z), torch.zeros(16))
+    assert torch.allclose(readout.log_penalty(z, start), torch.zeros(16), atol=1e-6)
     with torch.no_grad():
         for p in readout.net.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -59,8 +59,10 @@ def test_plane_readout_bends_rates_off_its_plane_and_never_its_coordinates():
     assert bend.abs().max() > 0.1                                 # nonlinear now
     assert (bend @ readout.weight).abs().max() < 1e-4             # but off the plane only
     assert (readout.inverse(log_rates) - z).abs().max() < 1e-4    # coordinates unchanged
-    penalty = readout.log_penalty(z)
+    penalty = readout.log_penalty(z, log_rates)
     assert penalty.shape == (16,) and (penalty < 0).all()
+    expected = -0.5 * readout.bend_precision * bend.pow(2).sum((-2, -1))
+    assert torch.allclose(penalty, expected, rtol=1e-4)
 
 
 @pytest.mark.parametrize("readout", [FlowReadout, ResidualFlowReadout, PlaneReadout])
