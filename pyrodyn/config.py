@@ -39,6 +39,7 @@ class RunConfig:
     input_scale: float = 0.1      # scale of the inferred inputs' AR(1) prior
     solver: str = "midpoint"
     step_size: float = 0.1
+    diffusion: float | None = None  # initial sigma of a stochastic latent path (None: an ODE)
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
@@ -92,6 +93,8 @@ class RunConfig:
             check_number(f"config: {name}", getattr(self, name), low=0, low_open=True)
         check_number("config: coupling_prior", self.coupling_prior, low=0)
         check_number("config: bend_precision", self.bend_precision, low=0)
+        if self.diffusion is not None:
+            check_number("config: diffusion", self.diffusion, low=0, low_open=True)
         if not isinstance(self.model, str):
             raise ValueError(f"config: model must be a name, got {self.model!r}")
         self.fit_options()  # the options fit takes, checked there

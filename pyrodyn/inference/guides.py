@@ -7,6 +7,9 @@ pyrodyn model and any ELBO. The amortized guides encode the spikes a trial shows
 with a bidirectional GRU and give the posterior for new trials without refitting.
 
 - ``AmortizedNormalGuide``: q(z0 | x) Normal (and q(inputs | x) Normal per bin).
+  A model with a stochastic path gets, in every amortized guide, a Gauss-Markov chain over the
+  path that runs the model's drift plus a correction read off the whole trial
+  (``pyrodyn.models.paths.GuidedPath``).
 - ``AmortizedFlowGuide``: q(z0 | x) a Normal pushed through conditional autoregressive flows.
 - ``MAPGuide``: a point estimate of z0 from the encoder: the model becomes a deterministic
   autoencoder, as in ODIN.
@@ -50,6 +53,7 @@ from torch.nn.functional import softplus
 
 from ..models import sites
 from ..models.base import SpikeModel, trial_plate_size
+from ..models.paths import guided_path, path_head_size
 
 __all__ = [
     "SpikeEncoder",
@@ -127,6 +131,18 @@ class AmortizedGuide(AutoGuide):
         self.z0_head = nn.Linear(2 * hidden, 2 * self.latent_dim)
         with torch.no_grad():
             self.z0_head.bias[self.latent_dim:] = raw_scale
+        self.path_sites = dict(model.path_sites)
+        if len(self.path_sites) > 1:
+            raise ValueError(f"model: one stochastic path site expected, got {self.path_sites}")
+        if self.path_sites:  # starts at the prior's transitions: no correction, unit noise
+            d = next(iter(self.path_sites.values()))
+            self.path_head = nn.Linear(2 * hidden, path_head_size(d))
+            with torch.no_grad():
+                self.path_head.weight.zero_()
+                self.path_head.bias.zero_()
+                diagonal = torch.arange(d)
+                first = d * d + d + diagonal * (diagonal + 1) // 2 + diagonal  # tril row-major
+                self.path_head.bias[first] = float(torch.log(torch.expm1(torch.tensor(1.0))))
         if self.input_sites:
             n_inputs = sum(self.input_sites.values())
             self.input_head = nn.Linear(2 * hidden, 2 * n_inputs)
@@ -138,7 +154,8 @@ class AmortizedGuide(AutoGuide):
     def encode(self, spikes, mask, encoder_mask, inputs):
         """Runs the encoder once per call on what the guide may see."""
         visible = encoder_mask if encoder_mask is not None else mask
-        x = torch.log1p(spikes if visible is None else spikes * visible)
+        x = spikes if visible is None else spikes * visible
+        x = torch.sign(x) * torch.log1p(x.abs())  # log1p of counts; finite for signed data
         if self.external_input_dim and inputs is not None:
             x = torch.cat([x, inputs], dim=-1)
         return self.encoder(x)
@@ -201,7 +218,20 @@ class AmortizedGuide(AutoGuide):
                     for name, loc, scale in self._split(self.input_head(sequence),
                                                         self.input_sites):
                         out[name] = pyro.sample(name, dist.Normal(loc, scale).to_event(2))
+                for name in self.path_sites:
+                    out[name] = pyro.sample(name, self._path(out, sequence, inputs))
         return out
+
+    def _path(self, out, sequence, inputs):
+        """q(path | trial): the chain from the sampled initial state; each transition reads
+        the encoder at the bin it leads into (both directions: the whole trial)."""
+        parts = [out[n] for n in self.z0_sites]
+        shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+        start = torch.cat([p.expand(shape + p.shape[-1:]) for p in parts], -1)
+        model = self.model
+        return guided_path(self.path_head(sequence[..., 1:, :]), start, model.transition,
+                           model.noise_scale(), None if inputs is None else inputs[..., :-1, :],
+                           start_sites=tuple(self.z0_sites))
 
 
 class AmortizedNormalGuide(AmortizedGuide):

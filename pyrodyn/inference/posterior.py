@@ -79,6 +79,8 @@ def _deterministic_names(trace) -> list[str]:
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or name == sites.SPIKES or name.startswith(sites.SPIKES):
             continue
+        if name == sites.PATH:  # "latents" holds the whole path, its initial state first
+            continue
         if site["infer"].get("is_auxiliary") or name == sites.TRIAL_PLATE:
             continue
         if site["is_observed"] and not site["infer"].get("_deterministic"):

@@ -31,6 +31,7 @@ from torch import nn
 
 from .._isolation import own_param_store
 from ..models import sites
+from ..models.paths import GuidedPath
 from .schedules import exponential_decay
 
 __all__ = ["LocalGuide", "refine"]
@@ -40,12 +41,18 @@ class LocalGuide(nn.Module):
     """A Normal (or, where ``scale`` is None, a point mass) per trial over each latent site, for
     one fixed batch of trials; takes the model's arguments like every pyrodyn guide. Only the
     centres (``locs``) are parameters. Global sites (``fixed``: name -> the guide's
-    distribution) are drawn from the guide's own posterior, outside the trial plate."""
+    distribution) are drawn from the guide's own posterior, outside the trial plate. A
+    stochastic path (``paths``: name -> the guide's ``GuidedPath``) keeps the guide's chain,
+    started at this guide's initial state, with a per-bin shift of its offsets as parameters."""
 
     def __init__(self, init: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]],
-                 fixed: dict[str, Any] | None = None) -> None:
+                 fixed: dict[str, Any] | None = None,
+                 paths: dict[str, GuidedPath] | None = None) -> None:
         super().__init__()
         self.fixed = dict(fixed or {})
+        self.paths = dict(paths or {})
+        self.shifts = nn.ParameterList([nn.Parameter(torch.zeros_like(q.offsets))
+                                        for q in self.paths.values()])
         # Site names may hold dots ("z0.A"), which parameter names may not: keep them apart.
         self.names = list(init)
         self.event_dims = [event_dim for _, _, event_dim in init.values()]
@@ -54,20 +61,30 @@ class LocalGuide(nn.Module):
         self.scales = [None if scale is None else scale.detach().clone()
                        for _, scale, _ in init.values()]
 
+    def _chains(self, values: dict[str, torch.Tensor]):
+        """(name, chain) per path, each started from ``values`` of its initial-state sites."""
+        for (name, q), shift in zip(self.paths.items(), self.shifts):
+            yield name, q.rebase(torch.cat([values[s] for s in q.start_sites], -1), shift)
+
     @property
     def locs(self) -> dict[str, torch.Tensor]:
-        """Site name -> the posterior centre being refined."""
-        return dict(zip(self.names, self.params))
+        """Site name -> the posterior centre being refined (a path's: its noiseless chain)."""
+        locs = dict(zip(self.names, self.params))
+        locs.update({name: chain.centre() for name, chain in self._chains(locs)})
+        return locs
 
     def forward(self, spikes=None, *, trial_index=None, num_trials=None, **_: Any):
         for name, fn in self.fixed.items():
             pyro.sample(name, fn)
         batch = self.params[0].shape[0]
+        values = {}
         with pyro.plate(sites.TRIAL_PLATE, num_trials or batch, subsample=trial_index, dim=-1):
             for name, loc, scale, event_dim in zip(self.names, self.params, self.scales,
                                                    self.event_dims):
                 q = dist.Delta(loc) if scale is None else dist.Normal(loc, scale)
-                pyro.sample(name, q.to_event(event_dim))
+                values[name] = pyro.sample(name, q.to_event(event_dim))
+            for name, chain in self._chains(values):
+                pyro.sample(name, chain)
 
 
 def _site_moments(fn, num_samples: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -101,17 +118,20 @@ def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float 
 def _refine(model, guide, kwargs, *, steps, lr, lr_final) -> LocalGuide:
     with torch.no_grad():
         trace = poutine.trace(guide).get_trace(**kwargs)
-    init, fixed, centres = {}, {}, {}
+    init, fixed, centres, paths = {}, {}, {}, {}
     for name, site in trace.nodes.items():
         if (site["type"] != "sample" or site["is_observed"] or site_is_subsample(site)
                 or site["infer"].get("is_auxiliary")):
+            continue
+        if isinstance(site["fn"], GuidedPath):
+            paths[name] = site["fn"]
             continue
         loc, scale = _site_moments(site["fn"])
         if any(f.name == sites.TRIAL_PLATE for f in site["cond_indep_stack"]):
             init[name] = (loc, scale, site["fn"].event_dim)
         else:  # a global site: its posterior is the guide's, its centre holds still
             fixed[name], centres[name] = site["fn"], loc
-    local = LocalGuide(init, fixed)
+    local = LocalGuide(init, fixed, paths)
     # Score only the entries the encoder may see: refining on held-out neurons would leak them.
     visible = kwargs.get("encoder_mask")
     scored = dict(kwargs, mask=visible if visible is not None else kwargs.get("mask"),
@@ -119,10 +139,10 @@ def _refine(model, guide, kwargs, *, steps, lr, lr_final) -> LocalGuide:
     params = list(local.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = exponential_decay(optimizer, steps=steps, final=lr_final)
-    # The same tensors every step; global sites at their posterior centres.
-    conditioned = poutine.condition(model, data={**centres, **local.locs})
     with torch.enable_grad():
         for _ in range(steps):
+            # global sites at their posterior centres; a path's centre follows its start
+            conditioned = poutine.condition(model, data={**centres, **local.locs})
             loss = -poutine.trace(conditioned).get_trace(**scored).log_prob_sum()
             # Gradients of the centres only: the model's weights are left untouched.
             grads = torch.autograd.grad(loss, params)

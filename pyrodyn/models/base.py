@@ -7,9 +7,10 @@ A pyrodyn model is a Pyro program over a minibatch of trials. Guides, ``fit``, `
   n_bins)``: the arguments every model and guide take (``pyrodyn.inference.model_args`` builds
   them for a batch). ``forward`` checks them and calls ``program`` inside nothing: the subclass
   opens the trial plate it is handed, so global sites can live outside it.
-- ``z0_sites`` / ``input_sites``: the per-trial latent sites and their sizes (what an encoder
-  guide must sample); ``observed_sites``: observation site -> the columns of ``spikes`` it
-  scores; ``global_sites``: latent sites outside the trial plate (found by tracing the model).
+- ``z0_sites`` / ``input_sites`` / ``path_sites``: the per-trial latent sites and their sizes
+  (what an encoder guide must sample; a model with a stochastic path also gives ``transition``
+  and ``noise_scale``, see ``pyrodyn.models.paths``); ``observed_sites``: observation site ->
+  the columns of ``spikes`` it scores; ``global_sites``: latent sites outside the trial plate (found by tracing the model).
 - deterministic sites "latents" (trial, time, latent) and "rates" (trial, time, neuron).
 - ``simulate(n_trials, n_bins)`` draws trials from the prior.
 
@@ -126,6 +127,12 @@ class SpikeModel(PyroModule, metaclass=_ModelMeta):
     @property
     def input_sites(self) -> dict[str, int]:
         """Inferred-input sites and their channels, event (time, channel); none by default."""
+        return {}
+
+    @property
+    def path_sites(self) -> dict[str, int]:
+        """Stochastic-path sites and their dimensions, event (time - 1, latent), drawn after
+        the initial state; none for a deterministic ODE."""
         return {}
 
     @property

@@ -5,6 +5,8 @@ One trial::
     z0          ~ Normal(mu0, sigma0)                 site "z0"      event (latent,)
     u (opt.)    ~ AR1Prior(tau, scale)                site "inputs"  event (time, input)
     z(t)        = ODESolve(f, z0, bins, [u_ext, u])    deterministic "latents" (time, latent)
+      or, with a diffusion sigma (a latent SDE on the bin grid):
+    z(t+1)      ~ Normal(step(z(t)), sigma sqrt(dt))    site "path"    event (time - 1, latent)
     log r(t)    = readout(z(t))                        deterministic "rates"   (time, neuron)
     spikes[t,n] ~ likelihood(log r)                    site "spikes"  event (time, neuron)
 
@@ -30,6 +32,7 @@ from . import sites
 from .base import SpikeModel, record
 from .dynamics import VectorField, build_field
 from .likelihoods import Likelihood, build_likelihood
+from .paths import sample_latents, stochastic_path_diffusion
 from .priors import AR1Prior, InitialStatePrior
 from .readouts import Readout, build_readout
 from .solver import ODESolver
@@ -55,6 +58,9 @@ class LatentODEModel(SpikeModel):
         learn_prior: learn the z0 prior's mean and scale (else fixed at 0 and ``prior_scale``).
         solver: an ``ODESolver`` (default: midpoint rule, one step per bin of 0.1 time units;
             1.6x the throughput of RK4 in ``bench/throughput.py``).
+        diffusion: initial diffusion sigma of a stochastic latent path (learned per
+            dimension; ``pyrodyn.models.paths``), or None (default) for a deterministic ODE.
+            The path's noise is the room the posterior has for the fitted dynamics' error.
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class LatentODEModel(SpikeModel):
         prior_scale: float = 1.0,
         learn_prior: bool = True,
         solver: ODESolver | None = None,
+        diffusion: float | None = None,
     ) -> None:
         super().__init__()
         if n_neurons < 1 or latent_dim < 1:
@@ -94,6 +101,8 @@ class LatentODEModel(SpikeModel):
                            if isinstance(likelihood, str) else likelihood)
         self.solver = solver or ODESolver("midpoint", step_size=0.1)
         self.z0_prior = InitialStatePrior(latent_dim, scale=prior_scale, learn=learn_prior)
+        self.diffusion = stochastic_path_diffusion(diffusion, latent_dim, self.solver,
+                                                   inferred_input_dim, self.field)
 
     @classmethod
     def from_config(cls, config, data) -> LatentODEModel:
@@ -111,13 +120,22 @@ class LatentODEModel(SpikeModel):
                                   **readout_options),
             likelihood=config.likelihood, external_input_dim=external,
             inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
-            solver=ODESolver(config.solver, step_size=config.step_size))
+            solver=ODESolver(config.solver, step_size=config.step_size),
+            diffusion=config.diffusion)
 
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,
               inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Latent trajectories (..., trial, time, latent) from z0 (..., trial, latent)."""
         return self.solver(self.field, z0, n_bins, inputs)
+
+    def transition(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """The drift of one bin: the state a bin after ``z`` without noise."""
+        return self.solver.step(self.field, z, u)
+
+    def noise_scale(self) -> torch.Tensor:
+        """The path's noise standard deviation per bin and dimension (a diffusion model)."""
+        return self.diffusion.noise_scale()
 
     def log_rates(self, latents: torch.Tensor) -> torch.Tensor:
         return self.readout(latents)
@@ -139,6 +157,10 @@ class LatentODEModel(SpikeModel):
     def input_sites(self) -> dict[str, int]:
         return {sites.INPUTS: self.inferred_input_dim} if self.inferred_input_dim else {}
 
+    @property
+    def path_sites(self) -> dict[str, int]:
+        return {sites.PATH: self.latent_dim} if self.diffusion is not None else {}
+
     def init_bias(self, mean_counts: torch.Tensor) -> None:
         self.readout.init_bias(mean_counts)
 
@@ -153,7 +175,12 @@ class LatentODEModel(SpikeModel):
                     inferred = pyro.sample(sites.INPUTS, AR1Prior(
                         n_bins, self.inferred_input_dim, tau=self.input_tau,
                         scale=self.input_scale, device=z0.device))
-            latents = self.solve(z0, n_bins, self._field_inputs(inputs, inferred))
+                u = self._field_inputs(inputs, inferred)
+                if self.diffusion is None:
+                    latents = self.solve(z0, n_bins, u)
+                else:
+                    latents = sample_latents(sites.PATH, z0, n_bins, transition=self.transition,
+                                             diffusion=self.diffusion, inputs=u)
             record(sites.LATENTS, latents, event_dim=2)
             output = self.log_rates(latents)
             penalty = self.readout.log_penalty(latents, output)
@@ -169,4 +196,6 @@ class LatentODEModel(SpikeModel):
     def extra_repr(self) -> str:
         return (f"n_neurons={self.n_neurons}, latent_dim={self.latent_dim}, "
                 f"inferred_input_dim={self.inferred_input_dim}, "
-                f"external_input_dim={self.external_input_dim}, solver={self.solver}")
+                f"external_input_dim={self.external_input_dim}, solver={self.solver}, "
+                f"stochastic={self.diffusion is not None}")
+

@@ -41,6 +41,7 @@ from .base import SpikeModel, record
 from .communication import CoupledField, build_channel, channel_name
 from .dynamics import VectorField, build_field
 from .likelihoods import build_likelihood
+from .paths import sample_latents, stochastic_path_diffusion
 from .priors import AR1Prior, InitialStatePrior
 from .readouts import build_readout
 from .solver import ODESolver
@@ -82,7 +83,8 @@ class MultiAreaModel(SpikeModel):
         coupling_prior: rate of the Laplace prior on each channel's gain (0: no shrinkage).
         external_input_dim: known input channels, seen by every area.
         inferred_input_dim: inferred input channels per area (sites "inputs.A").
-        prior_scale, learn_prior, input_tau, input_scale, solver: as in ``LatentODEModel``.
+        prior_scale, learn_prior, input_tau, input_scale, solver, diffusion: as in
+            ``LatentODEModel`` (a diffusion makes one stochastic path over all areas' states).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class MultiAreaModel(SpikeModel):
         prior_scale: float = 1.0,
         learn_prior: bool = True,
         solver: ODESolver | None = None,
+        diffusion: float | None = None,
     ) -> None:
         super().__init__()
         self.areas = [str(a) for a in areas]
@@ -148,6 +151,8 @@ class MultiAreaModel(SpikeModel):
                                                              learn=learn_prior)
                                         for a in self.areas})
         self.solver = solver or ODESolver("midpoint", step_size=0.1)
+        self.diffusion = stochastic_path_diffusion(diffusion, self.latent_dim, self.solver,
+                                                   inferred_input_dim, self.field)
         order = np.concatenate([self.area_neurons[a] for a in self.areas])
         self.register_buffer("_neuron_order", torch.as_tensor(np.argsort(order)),
                              persistent=False)
@@ -173,7 +178,8 @@ class MultiAreaModel(SpikeModel):
             communication=config.communication, rank=config.comm_rank,
             coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
             input_scale=config.input_scale,
-            solver=ODESolver(config.solver, step_size=config.step_size))
+            solver=ODESolver(config.solver, step_size=config.step_size),
+            diffusion=config.diffusion)
 
     def _check_neurons(self) -> int:
         every = np.concatenate(list(self.area_neurons.values()))
@@ -214,6 +220,17 @@ class MultiAreaModel(SpikeModel):
         return {area_site(sites.INPUTS, a): self.inferred_input_dim for a in self.areas}
 
     @property
+    def path_sites(self) -> dict[str, int]:
+        return {sites.PATH: self.latent_dim} if self.diffusion is not None else {}
+
+    def transition(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """The drift of one bin of all areas' joint state (``LatentODEModel.transition``)."""
+        return self.solver.step(self.field, z, u)
+
+    def noise_scale(self) -> torch.Tensor:
+        return self.diffusion.noise_scale()
+
+    @property
     def observed_sites(self) -> dict[str, np.ndarray]:
         return {area_site(sites.SPIKES, a): self.area_neurons[a] for a in self.areas}
 
@@ -246,9 +263,13 @@ class MultiAreaModel(SpikeModel):
                     field_inputs.append(pyro.sample(name, AR1Prior(
                         n_bins, self.inferred_input_dim, tau=self.input_tau,
                         scale=self.input_scale, device=z0[0].device)))
-            z0 = _broadcast_cat(z0)
-            u = _broadcast_cat(field_inputs) if field_inputs else None
-            latents = self.solver(self.field, z0, n_bins, u)
+                z0 = _broadcast_cat(z0)
+                u = _broadcast_cat(field_inputs) if field_inputs else None
+                if self.diffusion is None:
+                    latents = self.solver(self.field, z0, n_bins, u)
+                else:
+                    latents = sample_latents(sites.PATH, z0, n_bins, transition=self.transition,
+                                             diffusion=self.diffusion, inputs=u)
             record(sites.LATENTS, latents, event_dim=2)
             for name, signal in self.field.communication(latents).items():
                 record(f"{COMM}.{name}", signal, event_dim=2)

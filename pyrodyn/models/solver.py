@@ -84,6 +84,27 @@ class ODESolver:
             states = odeint(func, z0, t, **options)
         return states.movedim(0, -2)
 
+    def step(self, field: VectorField, z: torch.Tensor,
+             u: torch.Tensor | None = None) -> torch.Tensor:
+        """The state one bin after ``z`` (..., latent) with this bin's input ``u``: the same
+        fixed-step rule as a solve, applied to any batch of states at once (a stochastic path's
+        transitions are scored in parallel over bins)."""
+        if field.discrete:
+            return field(z, u)
+        if self.method not in FIXED_STEP:
+            raise ValueError(f"solver: stochastic latent paths need a fixed-step solver "
+                             f"({', '.join(FIXED_STEP)}), got {self.method!r}")
+        h = self.step_size
+        k1 = field(z, u)
+        if self.method == "euler":
+            return z + h * k1
+        if self.method == "midpoint":
+            return z + h * field(z + 0.5 * h * k1, u)
+        k2 = field(z + 0.5 * h * k1, u)
+        k3 = field(z + 0.5 * h * k2, u)
+        k4 = field(z + h * k3, u)
+        return z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
     @staticmethod
     def _iterate(field, z0, n_bins, inputs):
         states = [z0]

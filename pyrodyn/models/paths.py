@@ -1,0 +1,226 @@
+"""Stochastic latent paths on the bin grid: ``z[k+1] = step(z[k], u[k]) + s * noise``.
+
+A model with a diffusion (``LatentODEModel(..., diffusion=0.1)``) draws each trial's path after
+its initial state: ``step`` is one bin of the model's fixed-step ODE solver (the drift), ``s`` the
+per-dimension noise scale per bin (``sigma * sqrt(step_size)``, Euler-Maruyama on the bin grid).
+The deterministic ODE is the ``s -> 0`` limit.
+
+- ``MarkovPath``: that prior over the path ``z[1:]`` given ``z[0]``, event (time - 1, latent).
+  Its density is scored in parallel over bins, one drift evaluation for the whole path.
+- ``GuidedPath``: the guide's family over the same path, a Gauss-Markov chain that runs the
+  model's own drift plus a correction ``s * (K[k] z[k] + m[k] + L[k] eta)`` whose gains, offsets
+  and noise factors come from an encoder of the whole trial (smoothing, not filtering). For
+  linear dynamics with Gaussian observations the exact posterior is of this form.
+
+Example:
+    >>> import torch
+    >>> drift = lambda z, u: 0.9 * z
+    >>> prior = MarkovPath(torch.zeros(4, 2), drift, torch.full((2,), 0.1), n_steps=9)
+    >>> path = prior.sample()
+    >>> path.shape, prior.log_prob(path).shape
+    (torch.Size([4, 9, 2]), torch.Size([4]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro
+import torch
+from pyro.distributions import TorchDistribution, constraints
+
+__all__ = ["MarkovPath", "GuidedPath", "Diffusion", "previous_states", "path_head_size",
+           "guided_path", "sample_latents", "stochastic_path_diffusion"]
+
+Drift = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def previous_states(start: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
+    """The state before each bin of ``path``: ``[start, path[:-1]]`` (..., time - 1, latent)."""
+    shape = torch.broadcast_shapes(start.shape[:-1], path.shape[:-2])
+    start = start.expand(shape + start.shape[-1:]).unsqueeze(-2)
+    return torch.cat([start, path.expand(shape + path.shape[-2:])[..., :-1, :]], dim=-2)
+
+
+def _input(inputs: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    return None if inputs is None else inputs[..., k, :]
+
+
+class _Path(TorchDistribution):
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, start: torch.Tensor, drift: Drift, noise_scale: torch.Tensor,
+                 n_steps: int, inputs: torch.Tensor | None = None) -> None:
+        self.start, self.drift, self.noise_scale = start, drift, noise_scale
+        self.n_steps, self.inputs = n_steps, inputs
+        super().__init__(start.shape[:-1], torch.Size((n_steps, start.shape[-1])),
+                         validate_args=False)
+
+    def _residual(self, value: torch.Tensor) -> torch.Tensor:
+        """The noise each transition of ``value`` needed, in units of the noise scale."""
+        return (value - self.drift(previous_states(self.start, value), self.inputs)) \
+            / self.noise_scale
+
+    def _log_jacobian(self) -> torch.Tensor:
+        return self.n_steps * torch.log(self.noise_scale).sum()
+
+
+class MarkovPath(_Path):
+    """``z[k+1] ~ Normal(drift(z[k], u[k]), noise_scale)`` from ``start`` (..., latent);
+    ``inputs`` (..., n_steps, input) the drift's per-bin inputs or None."""
+
+    def rsample(self, sample_shape=torch.Size()):
+        z = self.start.expand(torch.Size(sample_shape) + self.start.shape)
+        steps = []
+        for k in range(self.n_steps):
+            z = self.drift(z, _input(self.inputs, k)) + self.noise_scale * torch.randn_like(z)
+            steps.append(z)
+        return torch.stack(steps, dim=-2)
+
+    def log_prob(self, value):
+        noise = self._residual(value)
+        return (-0.5 * noise ** 2 - 0.5 * math.log(2 * math.pi)).sum((-1, -2)) \
+            - self._log_jacobian()
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return MarkovPath(self.start.expand(shape + self.start.shape[-1:]), self.drift,
+                          self.noise_scale, self.n_steps, self.inputs)
+
+
+class GuidedPath(_Path):
+    """``z[k+1] = drift(z[k], u[k]) + s * (gains[k] z[k] + offsets[k] + scale_tril[k] eta)``.
+
+    Args:
+        start: (..., latent) the state at bin 0.
+        gains: (..., n_steps, latent, latent); offsets: (..., n_steps, latent);
+        scale_tril: (..., n_steps, latent, latent) lower-triangular noise factors.
+        start_sites: the sites whose values, concatenated, are ``start`` (for refinement).
+    """
+
+    def __init__(self, start, drift, noise_scale, gains, offsets, scale_tril, inputs=None, *,
+                 start_sites: tuple[str, ...] = ()) -> None:
+        self.gains, self.offsets, self.scale_tril = gains, offsets, scale_tril
+        self.start_sites = tuple(start_sites)
+        super().__init__(start, drift, noise_scale, offsets.shape[-2], inputs)
+
+    def rebase(self, start: torch.Tensor, offset: torch.Tensor | float = 0.0) -> GuidedPath:
+        """The same chain from another start, its offsets shifted by ``offset``."""
+        return GuidedPath(start, self.drift, self.noise_scale, self.gains,
+                          self.offsets + offset, self.scale_tril, self.inputs,
+                          start_sites=self.start_sites)
+
+    def _roll(self, noise: torch.Tensor | None) -> torch.Tensor:
+        z, steps = self.start, []
+        for k in range(self.n_steps):
+            correction = (self.gains[..., k, :, :] @ z.unsqueeze(-1)).squeeze(-1) \
+                + self.offsets[..., k, :]
+            if noise is not None:
+                correction = correction + (self.scale_tril[..., k, :, :]
+                                           @ noise[..., k, :].unsqueeze(-1)).squeeze(-1)
+            z = self.drift(z, _input(self.inputs, k)) + self.noise_scale * correction
+            steps.append(z)
+        return torch.stack(steps, dim=-2)
+
+    def rsample(self, sample_shape=torch.Size()):
+        if tuple(sample_shape):
+            return torch.stack([self.rsample() for _ in range(math.prod(sample_shape))]) \
+                .reshape(torch.Size(sample_shape) + self.batch_shape + self.event_shape)
+        return self._roll(torch.randn(self.batch_shape + self.event_shape,
+                                      device=self.offsets.device, dtype=self.offsets.dtype))
+
+    def centre(self) -> torch.Tensor:
+        """The path with every noise at zero (the chain's centre, for refinement)."""
+        return self._roll(None)
+
+    def log_prob(self, value):
+        previous = previous_states(self.start, value)
+        mean = (self.gains @ previous.unsqueeze(-1)).squeeze(-1) + self.offsets
+        gap = (self._residual(value) - mean).unsqueeze(-1)
+        white = torch.linalg.solve_triangular(self.scale_tril, gap, upper=False).squeeze(-1)
+        log_det = torch.diagonal(self.scale_tril, dim1=-2, dim2=-1).log().sum((-1, -2))
+        return (-0.5 * white ** 2 - 0.5 * math.log(2 * math.pi)).sum((-1, -2)) - log_det \
+            - self._log_jacobian()
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        if shape == self.batch_shape:
+            return self
+        raise ValueError(f"GuidedPath: cannot expand a batch of {tuple(self.batch_shape)} "
+                         f"trials to {tuple(shape)}")
+
+
+def path_head_size(latent_dim: int) -> int:
+    """Encoder outputs per bin a ``GuidedPath`` needs: gains, offsets, noise factors."""
+    return latent_dim * latent_dim + latent_dim + latent_dim * (latent_dim + 1) // 2
+
+
+def guided_path(params: torch.Tensor, start: torch.Tensor, drift: Drift,
+                noise_scale: torch.Tensor, inputs: torch.Tensor | None = None, *,
+                start_sites: tuple[str, ...] = ()) -> GuidedPath:
+    """A ``GuidedPath`` from an encoder's (..., n_steps, ``path_head_size(D)``) outputs: the
+    noise factors' diagonals through a softplus (1 where the raw output is 0.5413, i.e. the
+    prior's noise when gains and offsets are zero)."""
+    d = start.shape[-1]
+    gains, offsets, raw = params.split([d * d, d, d * (d + 1) // 2], dim=-1)
+    rows, cols = torch.tril_indices(d, d, device=params.device)
+    tril = params.new_zeros(params.shape[:-1] + (d, d))
+    tril[..., rows, cols] = raw
+    diagonal = torch.nn.functional.softplus(torch.diagonal(tril, dim1=-2, dim2=-1)) + 1e-4
+    tril = torch.tril(tril, diagonal=-1) + torch.diag_embed(diagonal)
+    return GuidedPath(start, drift, noise_scale, gains.unflatten(-1, (d, d)), offsets, tril,
+                      inputs, start_sites=start_sites)
+
+
+class Diffusion(torch.nn.Module):
+    """A learned per-dimension diffusion ``sigma`` (state units per sqrt(time unit)) and the
+    noise scale per bin it gives, ``sigma * sqrt(step_size)``.
+
+    Example:
+        >>> Diffusion(3, init=0.1, step_size=0.1).noise_scale().shape
+        torch.Size([3])
+    """
+
+    def __init__(self, latent_dim: int, *, init: float, step_size: float) -> None:
+        super().__init__()
+        if not init > 0:
+            raise ValueError(f"diffusion: must be > 0 (None for a deterministic ODE), got {init}")
+        self.log_sigma = torch.nn.Parameter(torch.full((latent_dim,), math.log(init)))
+        self.step_size = float(step_size)
+
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def noise_scale(self) -> torch.Tensor:
+        return self.sigma() * math.sqrt(self.step_size)
+
+
+def sample_latents(name: str, start: torch.Tensor, n_bins: int, *, transition: Drift,
+                   diffusion: Diffusion, inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """Samples the site ``name`` (a ``MarkovPath`` from ``start``) and returns the whole
+    trajectory (..., n_bins, latent), ``start`` first; call it inside the trial plate."""
+    import pyro
+
+    path = pyro.sample(name, MarkovPath(start, transition, diffusion.noise_scale(), n_bins - 1,
+                                        None if inputs is None else inputs[..., :-1, :]))
+    return torch.cat([start.expand(path.shape[:-2] + start.shape[-1:]).unsqueeze(-2), path], -2)
+
+
+def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, inferred_input_dim: int,
+                              field) -> Diffusion | None:
+    """A model's ``Diffusion`` (None for a deterministic ODE), checked against what a
+    stochastic path cannot combine with."""
+    if init is None:
+        return None
+    if inferred_input_dim:
+        raise ValueError("diffusion: a stochastic path and inferred inputs are two kinds of "
+                         "per-trial forcing; use one (set inferred_input_dim=0)")
+    if field.discrete:
+        raise ValueError("diffusion: a stochastic path needs a continuous field, not the "
+                         "discrete GRU transition")
+    probe = None if not field.input_dim else torch.zeros(1, field.input_dim)
+    solver.step(field, torch.zeros(1, latent_dim), probe)  # adaptive solvers: a clear error
+    return Diffusion(latent_dim, init=init, step_size=solver.step_size)
