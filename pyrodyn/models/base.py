@@ -10,7 +10,8 @@ A pyrodyn model is a Pyro program over a minibatch of trials. Guides, ``fit``, `
 - ``z0_sites`` / ``input_sites`` / ``path_sites``: the per-trial latent sites and their sizes
   (what an encoder guide must sample; a model with a stochastic path also gives ``transition``
   and ``noise_scale``, see ``pyrodyn.models.paths``); ``observed_sites``: observation site ->
-  the columns of ``spikes`` it scores; ``global_sites``: latent sites outside the trial plate (found by tracing the model).
+  the columns of ``spikes`` it scores; ``global_sites``: latent sites outside the trial plate
+  (found by tracing the model).
 - deterministic sites "latents" (trial, time, latent) and "rates" (trial, time, neuron).
 - ``simulate(n_trials, n_bins)`` draws trials from the prior.
 

@@ -72,7 +72,7 @@ class MarkovPath(_Path):
     """``z[k+1] ~ Normal(drift(z[k], u[k]), noise_scale)`` from ``start`` (..., latent);
     ``inputs`` (..., n_steps, input) the drift's per-bin inputs or None."""
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         z = self.start.expand(torch.Size(sample_shape) + self.start.shape)
         steps = []
         for k in range(self.n_steps):
@@ -125,7 +125,7 @@ class GuidedPath(_Path):
             steps.append(z)
         return torch.stack(steps, dim=-2)
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         if tuple(sample_shape):
             return torch.stack([self.rsample() for _ in range(math.prod(sample_shape))]) \
                 .reshape(torch.Size(sample_shape) + self.batch_shape + self.event_shape)
@@ -202,7 +202,6 @@ def sample_latents(name: str, start: torch.Tensor, n_bins: int, *, transition: D
                    diffusion: Diffusion, inputs: torch.Tensor | None = None) -> torch.Tensor:
     """Samples the site ``name`` (a ``MarkovPath`` from ``start``) and returns the whole
     trajectory (..., n_bins, latent), ``start`` first; call it inside the trial plate."""
-    import pyro
 
     path = pyro.sample(name, MarkovPath(start, transition, diffusion.noise_scale(), n_bins - 1,
                                         None if inputs is None else inputs[..., :-1, :]))
