@@ -1,13 +1,15 @@
-"""Posterior calibration on held-out Lorenz trials: how often the truth lies in the 90% interval.
+"""Posterior calibration on held-out Lorenz trials: how often the truth lies in the intervals.
 
 Fits the recipe (RunConfig defaults, with ``--set`` overrides) on the benchmark-(a) data, then
-draws the posterior of the test trials, maps the latent draws into the truth's coordinates with
-the affine map fit on the training trials' posterior means, and counts the (trial, bin, latent)
-entries whose true value lies inside the equal-tailed 90% interval. Also prints the accuracy
-figures of the same fit. Run from the repository root:
+draws the posterior of the test trials and counts the entries whose truth lies inside the
+equal-tailed 50% and 90% intervals (``pyrodyn.analysis.coverage``): the true rates against the
+rate draws, and the true latents against the latent draws mapped into the truth's coordinates by
+the affine map fit on the training trials' posterior means. Also prints the accuracy figures of
+the same fit. Run from the repository root:
 
     .venv/bin/python bench/calibration.py
-    .venv/bin/python bench/calibration.py --set inferred_input_dim=3
+    .venv/bin/python bench/calibration.py --set diffusion=0.3
+    .venv/bin/python bench/calibration.py --neurons 8 --set diffusion=0.3
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from pyrodyn.analysis import apply_affine, fit_affine, interval_coverage
+from pyrodyn.analysis import coverage, latent_coverage
 from pyrodyn.config import RunConfig, build_run
 from pyrodyn.data import synthetic
 from pyrodyn.inference import evaluate, fit, posterior
@@ -27,14 +29,17 @@ from pyrodyn.inference import evaluate, fit, posterior
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="lorenz", choices=sorted(synthetic.GENERATORS))
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--neurons", type=int, default=30)
     parser.add_argument("--budget", type=float, default=540.0, help="seconds of fitting")
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    data = synthetic.lorenz(n_trials=args.trials, n_bins=100, n_neurons=30, seed=args.seed)
+    data = synthetic.GENERATORS[args.system](n_trials=args.trials, n_bins=100,
+                                             n_neurons=args.neurons, seed=args.seed)
     data = data.with_split(valid=0.15, test=0.15, seed=args.seed)
     train, valid, test = data.select("train"), data.select("valid"), data.select("test")
     config = RunConfig.from_sources(overrides=args.set, time_budget=args.budget, seed=args.seed)
@@ -45,15 +50,21 @@ def main(argv=None) -> dict:
     wall = time.perf_counter() - start
     refine = config.refine_steps
     scores = evaluate(model, guide, train, test, refine_steps=refine)
-    affine = fit_affine(posterior(model, guide, train, num_samples=10, refine_steps=refine)
-                        .mean("latents"), train.truth.latents)
-    draws = apply_affine(posterior(model, guide, test, num_samples=args.num_samples,
-                                   refine_steps=refine).draws["latents"], affine)
-    row = dict(overrides=args.set, steps=result.steps, fit_seconds=round(wall, 1),
-               coverage_90=interval_coverage(draws, test.truth.latents),
-               mean_interval_width=float(np.mean(np.diff(
-                   np.quantile(draws, [0.05, 0.95], axis=0), axis=0))),
+    train_means = posterior(model, guide, train, num_samples=10,
+                            refine_steps=refine).mean("latents")
+    post = posterior(model, guide, test, num_samples=args.num_samples, refine_steps=refine)
+    levels = (0.5, 0.9)
+    rates = coverage(post.draws["rates"], test.truth.rates, levels)
+    latents = latent_coverage(post.draws["latents"], test.truth.latents, train_means,
+                              train.truth.latents, levels)
+    row = dict(system=args.system, neurons=args.neurons, overrides=args.set, steps=result.steps,
+               fit_seconds=round(wall, 1),
+               **{f"rates_coverage_{int(100 * k)}": v for k, v in rates.items()},
+               **{f"latents_coverage_{int(100 * k)}": v for k, v in latents.items()},
                bps_ratio=scores["bits_per_spike"] / scores["true_bits_per_spike"], **scores)
+    sigma = getattr(model, "diffusion", None)
+    if sigma is not None:
+        row["diffusion"] = sigma.sigma().tolist()
     print(json.dumps(row))
     return row
 

@@ -262,7 +262,7 @@ def _benchmark(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     """The main job on the embedded default: Lorenz through 30 Poisson neurons."""
     from . import plots
-    from .analysis import apply_affine, fit_affine, interval_coverage
+    from .analysis import apply_affine, fit_affine
     from .config import RunConfig
     from .data import synthetic
     from .inference import posterior
@@ -297,12 +297,12 @@ def _demo(args: argparse.Namespace) -> None:
     }
     for name, figure in figures.items():
         figure.savefig(out / name, dpi=110)
-    inside = interval_coverage(aligned, held.truth.latents)
-    print(f"true latents inside the 90% posterior interval: {inside:.0%}")
-    if inside < 0.6:
-        print("  (overconfident: the posterior holds the fitted dynamics' error as certain; "
-              "--set inferred_input_dim=3 readout=affine gives calibrated intervals at some cost "
-              "in rate R2; README: Posterior calibration)")
+    table = _calibration(model, guide, train, held, num_samples=args.num_samples,
+                         refine_steps=config.refine_steps, levels=(0.5, 0.9), post=post,
+                         train_latents=train_latents)
+    for name, curve in table.items():
+        print(f"true {name} inside the 50% posterior interval: {curve[0.5]:.0%}, the 90% "
+              f"interval: {curve[0.9]:.0%}")
     print(f"wrote {', '.join(sorted(figures))}, posterior.nc, checkpoint.pt, model.pt to {out}")
 
 
@@ -311,11 +311,91 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args),
                                            args.model_class)
-    scores = {args.split: evaluate(model, guide, _split_of(data, "train"),
-                                   _split_of(data, args.split), num_samples=args.num_samples,
-                                   refine_steps=_refine_steps(args, config))}
+    train, split = _split_of(data, "train"), _split_of(data, args.split)
+    refine_steps = _refine_steps(args, config)
+    scores = {args.split: evaluate(model, guide, train, split, num_samples=args.num_samples,
+                                   refine_steps=refine_steps)}
+    if split.truth is not None and args.coverage_samples:
+        _write_reliability(model, guide, train, split, Path(args.run_dir), args.split,
+                           num_samples=args.coverage_samples, refine_steps=refine_steps)
     _print_table(scores)
-    print(json.dumps(scores))
+    print(json.dumps(scores))  # the last line: the scores for scripts
+
+
+def _calibration(model, guide, train, held, *, num_samples, refine_steps, levels, post=None,
+                 train_latents=None):
+    """``analysis.reliability`` of the posterior of ``held`` against its ground truth."""
+    from .analysis import reliability
+    from .inference import posterior
+
+    post = post or posterior(model, guide, held, num_samples=num_samples,
+                             refine_steps=refine_steps)
+    truth = held.truth
+    rates = None if truth.rates is None else (post.draws["rates"], truth.rates)
+    latents = None
+    if truth.latents is not None and train.truth is not None:
+        if train_latents is None:
+            train_latents = posterior(model, guide, train, num_samples=10,
+                                      refine_steps=refine_steps).mean("latents")
+        latents = (post.draws["latents"], truth.latents, train_latents, train.truth.latents)
+    return reliability(rates, latents, levels)
+
+
+def _write_reliability(model, guide, train, held, run_dir: Path, split: str, *, num_samples,
+                       refine_steps) -> None:
+    """reliability_SPLIT.json and .png in the run folder: nominal against empirical coverage."""
+    from . import plots, runs
+    from .analysis import LEVELS
+
+    table = _calibration(model, guide, train, held, num_samples=num_samples,
+                         refine_steps=refine_steps, levels=LEVELS)
+    runs.write_json(run_dir / f"reliability_{split}.json",
+                    {name: {str(k): v for k, v in curve.items()} for name, curve in table.items()})
+    runs.save_figure(plots.plot_reliability(table), run_dir / f"reliability_{split}.png",
+                     dpi=120)
+    for name, curve in table.items():
+        print(f"{name}: truth inside the 50% interval {curve[0.5]:.0%}, the 90% interval "
+              f"{curve[0.9]:.0%} (calibrated: 50%, 90%)")
+    print(f"wrote reliability_{split}.json and .png to {run_dir}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    """Held-out evidence of several runs on the same trials, ranked by ArviZ."""
+    import arviz as az
+
+    from . import runs
+    from .inference import heldout_evidence
+
+    data = _load_data(args)
+    names = [Path(r).name or str(r) for r in args.runs]
+    if len(set(names)) != len(names):
+        names = [str(r) for r in args.runs]
+    evidence, trial_ids = {}, None
+    for name, run_dir in zip(names, args.runs):
+        config, model, guide, run_data = _load_run(Path(run_dir), data, args.model_class)
+        train, held = _split_of(run_data, "train"), _split_of(run_data, args.split)
+        if trial_ids is not None and not np.array_equal(held.trial_ids, trial_ids):
+            raise ValueError(f"runs: {run_dir} has other {args.split} trials than {args.runs[0]};"
+                             " compare runs fitted on the same split")
+        trial_ids = held.trial_ids
+        evidence[name] = heldout_evidence(model, guide, train, held,
+                                          num_particles=args.num_particles,
+                                          refine_steps=_refine_steps(args, config),
+                                          device=config.device)
+    elpd = {n: e.to_elpd_data(trial_ids, num_particles=args.num_particles)
+            for n, e in evidence.items()}
+    table = az.compare(elpd)
+    print(table.to_string())
+    best = table.index[0]
+    for name in table.index[1:]:
+        diff, se = evidence[best].compare(evidence[name])
+        print(f"{best} over {name}: {diff:.2f} +- {se:.2f} nats per {args.split} trial "
+              f"({diff / se if se > 0 else float('inf'):.1f} standard errors)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv")
+    runs.save_figure(az.plot_compare(table).figure, out / "compare.png", dpi=120)
+    print(f"wrote compare.csv and compare.png to {out}")
 
 
 def _refine_steps(args: argparse.Namespace, config) -> int:
@@ -435,12 +515,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(post)
     post.set_defaults(run=_posterior)
 
+    cmp = commands.add_parser("compare", help="rank fitted runs by held-out evidence on the "
+                                              "same trials (ArviZ compare)")
+    cmp.add_argument("runs", nargs="+", help="two or more run folders")
+    cmp.add_argument("data", help="the data file the runs were fitted on")
+    cmp.add_argument("--out", required=True, help="folder for compare.csv and compare.png")
+    cmp.add_argument("--split", default="test", choices=["valid", "test"])
+    cmp.add_argument("--num-particles", type=int, default=64,
+                     help="importance samples per trial")
+    cmp.add_argument("--refine-steps", type=int, help=REFINE_HELP)
+    _add_run_options(cmp)
+    cmp.set_defaults(run=_compare)
+
     ev = commands.add_parser("evaluate", help="score a fitted run on a split of a data file")
     ev.add_argument("run_dir")
     ev.add_argument("data")
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--num-samples", type=int, default=10)
     ev.add_argument("--refine-steps", type=int, help=REFINE_HELP)
+    ev.add_argument("--coverage-samples", type=int, default=100,
+                    help="posterior draws for the reliability plot written when the data have "
+                         "ground truth (0: none)")
     _add_run_options(ev)
     ev.set_defaults(run=_evaluate)
     return parser

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_loss", "plot_latents", "plot_rates", "plot_area_graph", "plot_communication",
-           "plot_selection"]
+           "plot_selection", "plot_reliability"]
 
 
 def plot_loss(losses, valid=()):
@@ -136,5 +136,21 @@ def plot_selection(rows):
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set(xlabel="latent dimensions", ylabel="log p per trial - best (nats)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(table):
+    """Nominal against empirical coverage of the posterior's central intervals, one line per
+    quantity (``pyrodyn.analysis.reliability``'s table): on the diagonal when calibrated, below
+    it when overconfident."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="calibrated")
+    for name, curve in table.items():
+        levels = sorted(curve)
+        ax.plot(levels, [curve[level] for level in levels], "o-", ms=3, label=name)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal coverage of the central interval",
+           ylabel="fraction of true values inside")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     return fig

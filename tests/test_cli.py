@@ -61,6 +61,11 @@ def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     scores = json.loads(printed.strip().splitlines()[-1])["valid"]
     assert {"bits_per_spike", "co_bps", "rate_r2"} <= set(scores)
+    # ground truth in the file: a reliability table and plot beside the run
+    table = json.loads((run / "reliability_valid.json").read_text())
+    assert set(table) == {"rates", "latents"} and len(table["rates"]) == 9
+    assert all(0 <= v <= 1 for curve in table.values() for v in curve.values())
+    assert (run / "reliability_valid.png").is_file() and "50% interval" in printed
 
 
 def test_fit_errors_are_one_line(tmp_path, capsys):
@@ -112,10 +117,32 @@ def test_demo_runs_end_to_end_small(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--trials", "40", "--steps", "3", "--num-samples",
                  "3", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "bits per spike" in printed and "90% posterior interval" in printed
+    assert "bits per spike" in printed and "the 90% interval" in printed
+    assert "true rates inside the 50% posterior interval" in printed
     for name in ("posterior.nc", "latents.png", "model.pt", "checkpoint.pt", "lorenz.npz"):
         assert (out / name).is_file()
     # the demo's folder is its own: a demo of other options replaces the earlier one
     assert main(["demo", "--out", str(out), "--trials", "40", "--steps", "2", "--num-samples",
                  "2", "--quiet"]) == 0
     assert '"steps": 2' in (out / "run.json").read_text().replace("\n", "")
+
+
+def test_compare_ranks_runs_by_heldout_evidence(tmp_path, capsys):
+    import pandas as pd
+
+    data_path = tmp_path / "lorenz.npz"
+    main(["simulate", "lorenz", "--out", str(data_path), "--n-trials", "16", "--n-bins", "10",
+          "--n-neurons", "6"])
+    for dim in ("2", "3"):
+        assert main(["fit", str(data_path), "--out", str(tmp_path / f"d{dim}"), "--steps", "3",
+                     "--latent-dim", dim, "--set", "batch_size=8", "--set", "curriculum=null",
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "d2"), str(tmp_path / "d3"), str(data_path),
+                 "--out", str(tmp_path / "cmp"), "--num-particles", "4",
+                 "--refine-steps", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "standard errors" in printed
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv", index_col=0)
+    assert set(table.index) == {"d2", "d3"} and (tmp_path / "cmp" / "compare.png").is_file()
+    assert table["rank"].tolist() == [0, 1] and table["elpd_diff"].iloc[1] >= 0

@@ -10,6 +10,7 @@ from .communication import (
     communication_summary,
     true_communication_strengths,
 )
+from .coverage import LEVELS, coverage, latent_coverage, reliability
 from .fixed_points import FixedPoints, attractor_shape, find_fixed_points
 from .metrics import (
     FixedPointMatch,
@@ -42,6 +43,10 @@ __all__ = [
     "StateR2",
     "fit_affine",
     "interval_coverage",
+    "coverage",
+    "latent_coverage",
+    "reliability",
+    "LEVELS",
     "apply_affine",
     "match_fixed_points",
     "FixedPointMatch",

@@ -94,6 +94,32 @@ class Evidence:
         diff = self.log_marginal - other.log_marginal
         return float(diff.mean()), _se(diff)
 
+    def to_elpd_data(self, trial_ids=None, *, num_particles: int | None = None):
+        """ArviZ ``ELPDData`` of these held-out trials, pointwise, so ``az.compare`` and
+        ``az.plot_compare`` rank pyrodyn runs (scored on the same trials) by held-out evidence.
+
+        ArviZ knows only "loo" and "waic": the figures carry the "loo" labels, but they are
+        no PSIS estimate. ``elpd_loo`` is the sum over trials of each held-out trial's
+        importance-weighted log p (these trials were never fitted on, so nothing needs to be
+        left out), ``se`` its standard error over trials, ``p_loo`` is not defined (nan).
+
+        Example (with two runs' evidence on the same test trials)::
+
+            az.compare({"3-d": ev3.to_elpd_data(), "2-d": ev2.to_elpd_data()})
+        """
+        import xarray as xr
+        from arviz.stats.stats_utils import ELPDData
+
+        n = self.n_trials
+        ids = np.arange(n) if trial_ids is None else np.asarray(trial_ids)
+        pointwise = xr.DataArray(self.log_marginal, dims=["trial"], coords={"trial": ids},
+                                 name="loo_i")
+        return ELPDData(
+            data=[float(self.log_marginal.sum()), float(np.sqrt(n) * self.log_marginal.std()),
+                  float("nan"), num_particles or 0, n, False, pointwise, "log", 0.7],
+            index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning",
+                   "loo_i", "scale", "good_k"])
+
 
 def _se(values: np.ndarray) -> float:
     """Standard error of the mean over trials."""

@@ -1,8 +1,17 @@
 """ArviZ export: a ``Posterior`` as ``arviz.InferenceData``.
 
 Groups: posterior (z0, latents, rates, inputs and communication signals where the model has
-them), posterior_predictive (spikes), log_likelihood (spikes: one value per trial, so
-``az.loo`` is leave-one-trial-out), observed_data (spikes). Dims: chain, draw, trial, time,
+them), posterior_predictive (spikes), log_likelihood (spikes: log p(count | draw) per trial,
+bin and neuron), observed_data (spikes).
+
+What the log_likelihood group is valid for: each trial's latents are drawn from that trial's
+own posterior, so leaving one count out barely moves them, and ``az.loo`` is a valid
+leave-one-count-out estimate (how well the rest of a trial predicts one count; Pareto k small),
+``az.plot_loo_pit`` checks the counts' calibration. It is not a leave-one-trial-out estimate:
+leaving a whole trial out would put its latents back at the prior, which importance sampling
+from its own posterior cannot reach (every Pareto k above 0.7). To compare models on new
+trials use the held-out marginal likelihood, ``Evidence.to_elpd_data`` (``az.compare``) or
+``pyrodyn compare``. Dims: chain, draw, trial, time,
 latent, neuron (input, area where present); coords: the data's trial ids, bin start times in
 seconds, neuron ids and, for multi-area data, each neuron's area. One chain of independent
 draws.
@@ -89,10 +98,10 @@ def to_inference_data(posterior: Posterior, *, elbo: str | None = None,
         observed_data={sites.SPIKES: data.spikes},
         coords=coords, dims={**dims, sites.SPIKES: _DIMS[sites.SPIKES]},
     )
-    # One log-likelihood per trial (not per entry): leave-one-trial-out LOO.
+    # One log-likelihood per count, shaped like the observed spikes (see the module docstring).
     idata.extend(az.from_dict(
         log_likelihood={sites.SPIKES: draws["log_likelihood"][None]},
-        coords={"trial": data.trial_ids}, dims={sites.SPIKES: ["trial"]}))
+        coords=coords, dims={sites.SPIKES: _DIMS[sites.SPIKES]}))
     for group in idata.groups():
         dataset = getattr(idata, group)
         if area is not None and "neuron" in dataset.dims:

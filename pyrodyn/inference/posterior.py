@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyro.distributions as dist
 import torch
 from pyro.infer.autoguide import AutoContinuous
 
@@ -50,7 +51,8 @@ class Posterior:
     Attributes:
         draws: name -> (sample, trial, ...) arrays: "z0", "latents", "rates", any "inputs"
             and communication sites, "spikes" (posterior predictive) and "log_likelihood"
-            (sample, trial): log p(observed entries of the trial | draw).
+            (sample, trial, time, neuron): log p(each count | draw), held-out neurons
+            included (entries the data mark missing are scored at their placeholder).
         data: the trials they describe.
         attrs: what produced them (model, guide, ELBO, pyrodyn version).
         global_sites: names of the draws without a trial axis (sample, ...).
@@ -90,14 +92,16 @@ def _deterministic_names(trace) -> list[str]:
 
 
 def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior-predictive spikes (trial, time, neuron) and per-trial log-likelihoods of the
-    observed spikes, summed over the model's observation sites (one per area)."""
+    """Posterior-predictive spikes and the log-likelihood of each observed count given the
+    draw, both (trial, time, neuron), gathered from the model's observation sites."""
     predicted = torch.empty_like(spikes)
-    log_likelihood = spikes.new_zeros(spikes.shape[0])
+    log_likelihood = torch.zeros_like(spikes, dtype=torch.get_default_dtype())
     for name, neurons in observed.items():
         likelihood = trace.nodes[name]["fn"]
+        while isinstance(likelihood, (dist.Independent, dist.MaskedDistribution)):
+            likelihood = likelihood.base_dist  # every count, held-out neurons included
         predicted[..., neurons] = likelihood.sample()
-        log_likelihood = log_likelihood + likelihood.log_prob(spikes[..., neurons])
+        log_likelihood[..., neurons] = likelihood.log_prob(spikes[..., neurons])
     return predicted, log_likelihood
 
 

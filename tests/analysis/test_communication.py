@@ -70,7 +70,7 @@ def test_summary_has_intervals_and_time_courses(multi_area_posterior):
 def test_multi_area_inference_data_round_trips(multi_area_posterior, tmp_path):
     post = multi_area_posterior
     assert post.draws["spikes"].shape == (7, 6, 15, 10)
-    assert post.draws["log_likelihood"].shape == (7, 6)
+    assert post.draws["log_likelihood"].shape == (7, 6, 15, 10)
     idata = post.to_inference_data(elbo="Trace_ELBO")
     posterior_vars = set(idata.posterior.data_vars)
     assert {"z0.A", "z0.B", "latents.A", "latents.B", "comm.A<-B", "comm.B<-A", "latents",

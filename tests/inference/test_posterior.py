@@ -40,7 +40,7 @@ def test_draw_shapes_and_batching(fitted, post):
     assert post.draws["latents"].shape == (40, 8, 25, 3)
     assert post.draws["rates"].shape == (40, 8, 25, 12)
     assert post.draws["spikes"].shape == (40, 8, 25, 12)
-    assert post.draws["log_likelihood"].shape == (40, 8)
+    assert post.draws["log_likelihood"].shape == (40, 8, 25, 12)
     small_batches = posterior(model, guide, test, num_samples=40, batch_size=3)
     # Two independent sets of 40 draws: equal up to Monte Carlo error.
     a, b = small_batches.mean("rates"), post.mean("rates")
@@ -71,7 +71,7 @@ def test_inference_data_groups_dims_coords_attrs(fitted, post, tmp_path):
     assert idata.posterior["z0"].dims == ("chain", "draw", "trial", "latent")
     assert idata.posterior_predictive["spikes"].dims == ("chain", "draw", "trial", "time",
                                                          "neuron")
-    assert idata.log_likelihood["spikes"].dims == ("chain", "draw", "trial")
+    assert idata.log_likelihood["spikes"].dims == ("chain", "draw", "trial", "time", "neuron")
     assert idata.observed_data["spikes"].dims == ("trial", "time", "neuron")
     assert list(idata.posterior.trial.values) == list(test.trial_ids)
     assert np.allclose(idata.posterior.time.values, test.time)
@@ -95,8 +95,9 @@ def test_arviz_functions_run_on_it(post):
     assert len(summary) == 8 * 3 and {"mean", "sd"} <= set(summary.columns)
     hdi = az.hdi(idata, var_names=["latents"], hdi_prob=0.9)
     assert hdi["latents"].shape == (8, 25, 3, 2)
-    loo = az.loo(idata)
-    assert np.isfinite(loo.elpd_loo) and loo.n_data_points == 8
+    loo = az.loo(idata)  # leave one count out: the trial's posterior barely moves
+    assert np.isfinite(loo.elpd_loo) and loo.n_data_points == 8 * 25 * 12
+    assert az.plot_loo_pit(idata, y="spikes") is not None
     axes = az.plot_ppc(idata, num_pp_samples=5)
     assert axes is not None
 
