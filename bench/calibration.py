@@ -33,6 +33,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--neurons", type=int, default=30)
     parser.add_argument("--budget", type=float, default=540.0, help="seconds of fitting")
     parser.add_argument("--num-samples", type=int, default=100)
+    parser.add_argument("--forward-bins", type=int, default=20,
+                        help="bins predicted from the ones before them (fp-bps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -48,7 +50,8 @@ def main(argv=None) -> dict:
                  options=config.fit_options())
     wall = time.perf_counter() - start
     refine = config.refine_steps
-    scores = evaluate(model, guide, train, test, refine_steps=refine)
+    scores = evaluate(model, guide, train, test, refine_steps=refine,
+                      forward_bins=args.forward_bins)
     train_means = posterior(model, guide, train, num_samples=10,
                             refine_steps=refine).mean("latents")
     post = posterior(model, guide, test, num_samples=args.num_samples, refine_steps=refine)
@@ -60,7 +63,8 @@ def main(argv=None) -> dict:
                fit_seconds=round(wall, 1),
                **{f"rates_coverage_{int(100 * k)}": v for k, v in rates.items()},
                **{f"latents_coverage_{int(100 * k)}": v for k, v in latents.items()},
-               bps_ratio=scores["bits_per_spike"] / scores["true_bits_per_spike"], **scores)
+               bps_ratio=scores["bits_per_spike"] / scores["true_bits_per_spike"],
+               fp_bps_ratio=scores["fp_bps"] / scores["true_fp_bps"], **scores)
     sigma = getattr(model, "diffusion", None)
     if sigma is not None:
         row["diffusion"] = sigma.sigma().tolist()

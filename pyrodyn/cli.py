@@ -314,7 +314,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     train, split = _split_of(data, "train"), _split_of(data, args.split)
     refine_steps = _refine_steps(args, config)
     scores = {args.split: evaluate(model, guide, train, split, num_samples=args.num_samples,
-                                   refine_steps=refine_steps)}
+                                   refine_steps=refine_steps, forward_bins=args.forward_bins)}
     if split.truth is not None and args.coverage_samples:
         _write_reliability(model, guide, train, split, Path(args.run_dir), args.split,
                            num_samples=args.coverage_samples, refine_steps=refine_steps)
@@ -533,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--num-samples", type=int, default=10)
     ev.add_argument("--refine-steps", type=int, help=REFINE_HELP)
+    ev.add_argument("--forward-bins", type=int, default=0,
+                    help="also score the last K bins of each trial predicted from the bins "
+                         "before them (fp_bps; 0: none)")
     ev.add_argument("--coverage-samples", type=int, default=100,
                     help="posterior draws for the reliability plot written when the data have "
                          "ground truth (0: none)")

@@ -71,6 +71,14 @@ class GroundTruth:
     system: str | None = None
     system_params: dict[str, Any] = field(default_factory=dict)
 
+    def select_bins(self, bins: slice) -> GroundTruth:
+        return dataclasses.replace(
+            self,
+            rates=None if self.rates is None else self.rates[:, bins],
+            latents=None if self.latents is None else self.latents[:, bins],
+            communication={k: v[:, bins] for k, v in self.communication.items()},
+        )
+
     def select_trials(self, index: np.ndarray) -> GroundTruth:
         return dataclasses.replace(
             self,
@@ -314,6 +322,18 @@ class SpikeData:
         with warnings.catch_warnings():  # the original already warned about silent neurons
             warnings.simplefilter("ignore", SilentNeuronWarning)
             return SpikeData(spikes, **fields)
+
+    def select_bins(self, start: int = 0, stop: int | None = None) -> SpikeData:
+        """The same trials over bins ``start:stop`` (spikes, mask, inputs and truth); e.g.
+        the bins a forward prediction may see, ``data.select_bins(0, n_bins - forward)``."""
+        window = slice(start, stop)
+        if not len(range(self.n_bins)[window]):
+            raise ValueError(f"bins: {start}:{stop} selects no bins of {self.n_bins}")
+        return self.replace(
+            spikes=self.spikes[:, window],
+            mask=None if self.mask is None else self.mask[:, window],
+            inputs=None if self.inputs is None else self.inputs[:, window],
+            truth=None if self.truth is None else self.truth.select_bins(window))
 
     def fingerprint(self) -> str:
         """A short hash of everything a fit reads: counts, mask, inputs, split, held-out

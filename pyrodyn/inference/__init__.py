@@ -12,6 +12,7 @@ Example:
 from .evaluate import evaluate
 from .evidence import Evidence, heldout_evidence, importance_log_marginal
 from .export import to_inference_data
+from .forecast import forward_rates
 from .guides import (
     GUIDES,
     AmortizedFlowGuide,
@@ -37,7 +38,7 @@ __all__ = [
     "fit", "FitResult", "FitOptions", "FitInterrupted", "make_elbo", "model_args", "replay",
     "posterior", "iter_posterior", "posterior_means", "write_posterior", "Posterior",
     "to_inference_data", "refine", "LocalGuide",
-    "Evidence", "heldout_evidence", "importance_log_marginal",
+    "Evidence", "heldout_evidence", "importance_log_marginal", "forward_rates",
     "save_state", "load_state", "read_state", "write_state", "initialize_guide", "evaluate",
     "trial_plate", "per_trial_trials",
     "AmortizedGuide", "AmortizedNormalGuide", "AmortizedFlowGuide", "MAPGuide", "SpikeEncoder",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis.fixed_points import fixed_point_scores
-from ..analysis.metrics import mean_rates
+from ..analysis.metrics import bits_per_spike, mean_rates
 from ..analysis.scores import score_rates, score_states
 from ..data.spikes import SpikeData
+from .forecast import forward_rates
 from .posterior import posterior_means
 
 __all__ = ["evaluate"]
@@ -21,8 +22,8 @@ __all__ = ["evaluate"]
 
 def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: int = 10,
              refine_steps: int = 0, device: str = "cpu",
-             train_latents: np.ndarray | None = None, fp_starts: int = 500
-             ) -> dict[str, float]:
+             train_latents: np.ndarray | None = None, fp_starts: int = 500,
+             forward_bins: int = 0) -> dict[str, float]:
     """Metrics of the posterior-mean rates on ``test`` trials.
 
     - ``bits_per_spike`` on held-in neurons (null: training mean rates); with held-out neurons
@@ -32,6 +33,10 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
       a nonlinear regression (``state_r2_nonlinear_*``; ``analysis.scores.score_states``).
     - With known fixed points and a model with a vector field (``model.field``): fixed-point
       recovery, ``fp_*`` (``analysis.fixed_points.fixed_point_scores``, ``fp_starts`` starts).
+
+    - With ``forward_bins``: ``fp_bps``, bits per spike (every neuron) of the last
+      ``forward_bins`` bins predicted from the bins before them (``forward_rates``), and with
+      true rates ``true_fp_bps``, the true rates' figure on the same entries.
 
     ``refine_steps`` refines every trial's posterior first (see ``posterior``).
     ``train_latents``: the training trials' posterior means when already at hand (scoring
@@ -51,4 +56,20 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
             fp, _ = fixed_point_scores(field, train_latents, train.truth,
                                        discrete=field.discrete, n_starts=fp_starts)
             scores.update(fp)
+    if forward_bins:
+        scores.update(_forward_scores(model, guide, test, null, forward_bins, options))
+    return scores
+
+
+def _forward_scores(model, guide, test, null, forward_bins, options) -> dict[str, float]:
+    window = slice(test.n_bins - forward_bins, None)
+    spikes = test.spikes[:, window]
+    mask = test.observed_mask(include_heldout=True)[:, window]
+    predicted = forward_rates(model, guide, test, forward_bins=forward_bins,
+                              num_samples=options["num_samples"],
+                              refine_steps=options["refine_steps"], device=options["device"])
+    scores = {"fp_bps": float(bits_per_spike(predicted, spikes, null_rates=null, mask=mask))}
+    if test.truth is not None and test.truth.rates is not None:
+        scores["true_fp_bps"] = float(bits_per_spike(test.truth.rates[:, window], spikes,
+                                                     null_rates=null, mask=mask))
     return scores
