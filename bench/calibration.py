@@ -5,7 +5,8 @@ draws the posterior of the test trials and counts the entries whose truth lies i
 equal-tailed 50% and 90% intervals (``pyrodyn.analysis.coverage``): the true rates against the
 rate draws, and the true latents against the latent draws mapped into the truth's coordinates by
 the affine map fit on the training trials' posterior means. Also prints the accuracy figures of
-the same fit. Run from the repository root:
+the same fit, with forward prediction (``fp_bps``: the last 20 bins of each test trial predicted
+from the 80 before them). Run from the repository root:
 
     .venv/bin/python bench/calibration.py
     .venv/bin/python bench/calibration.py --set diffusion=0.3
