@@ -34,6 +34,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--neurons", type=int, default=30)
     parser.add_argument("--budget", type=float, default=540.0, help="seconds of fitting")
     parser.add_argument("--num-samples", type=int, default=100)
+    parser.add_argument("--heldout", type=int, default=0,
+                        help="neurons held out from the encoder (co-bps)")
     parser.add_argument("--forward-bins", type=int, default=20,
                         help="bins predicted from the ones before them (fp-bps)")
     parser.add_argument("--seed", type=int, default=0)
@@ -43,6 +45,8 @@ def main(argv=None) -> dict:
     data = synthetic.GENERATORS[args.system](n_trials=args.trials, n_bins=100,
                                              n_neurons=args.neurons, seed=args.seed)
     data = data.with_split(valid=0.15, test=0.15, seed=args.seed)
+    if args.heldout:
+        data = data.with_heldout_neurons(args.heldout, seed=args.seed)
     train, valid, test = data.select("train"), data.select("valid"), data.select("test")
     config = RunConfig.from_sources(overrides=args.set, time_budget=args.budget, seed=args.seed)
     model, guide = build_run(config, train)
@@ -66,6 +70,13 @@ def main(argv=None) -> dict:
                **{f"latents_coverage_{int(100 * k)}": v for k, v in latents.items()},
                bps_ratio=scores["bits_per_spike"] / scores["true_bits_per_spike"],
                fp_bps_ratio=scores["fp_bps"] / scores["true_fp_bps"], **scores)
+    if args.heldout:  # the true rates' co-bps: the ceiling of the model's
+        from pyrodyn.analysis import co_bps, mean_rates
+
+        null = mean_rates(train.spikes)[test.heldout_neurons]
+        row["true_co_bps"] = float(co_bps(test.truth.rates, test.spikes, test.heldout_neurons,
+                                          null_rates=null))
+        row["co_bps_ratio"] = row["co_bps"] / row["true_co_bps"]
     sigma = getattr(model, "diffusion", None)
     if sigma is not None:
         row["diffusion"] = sigma.sigma().tolist()
