@@ -22,6 +22,7 @@ import numpy as np
 
 from .spikes import GroundTruth, SpikeData
 from .systems import (
+    DrivenPair,
     DynamicalSystem,
     FlipFlop,
     LimitCycle,
@@ -45,6 +46,8 @@ __all__ = [
     "two_area",
     "three_area_chain",
     "bidirectional_pair",
+    "driven_pair",
+    "phase_locked_pair",
     "GENERATORS",
     "EMBEDDINGS",
     "rebuild_vector_field",
@@ -130,7 +133,8 @@ def simulate(
         neuron_area = np.repeat(areas, n_neurons)
     spikes = rng.poisson(rates)
     points, stability = system.fixed_points()
-    communication = system.communication(latents) if isinstance(system, MultiArea) else {}
+    communication = (system.communication(latents) if isinstance(system, (MultiArea, DrivenPair))
+                     else {})
     truth = GroundTruth(
         rates=rates, latents=latents, latent_area=latent_area, fixed_points=points,
         stability=stability, vector_field=system, communication=communication,
@@ -172,6 +176,16 @@ flip_flop = _generator(FlipFlop, "Multistable flip-flop (n_bits latents) switche
 multi_area = _generator(MultiArea, "Areas coupled only through given low-rank channels.")
 
 
+driven_pair = _generator(DrivenPair, "A limit cycle (ctx) drives a leaky integrator (str), "
+                         "never the reverse; burn_in hides the transients.")
+
+
+def phase_locked_pair(**options: Any) -> SpikeData:
+    """``driven_pair`` observed only after 10 time units of burn-in: both areas locked on one
+    orbit, so the direction of the channel is not identifiable from the data."""
+    return driven_pair(burn_in=10.0, **options)
+
+
 def two_area(**options: Any) -> SpikeData:
     """Two areas, A drives B through a rank-1 channel and B does not drive A."""
     return multi_area(areas=("A", "B"), edges=(("A", "B"),), **options)
@@ -196,4 +210,6 @@ GENERATORS = {
     "two_area": two_area,
     "three_area_chain": three_area_chain,
     "bidirectional_pair": bidirectional_pair,
+    "driven_pair": driven_pair,
+    "phase_locked_pair": phase_locked_pair,
 }

@@ -414,8 +414,67 @@ class MultiArea(DynamicalSystem):
         return np.repeat(np.asarray(self.areas), self.area_dim)
 
 
+class DrivenPair(DynamicalSystem):
+    """A limit cycle in area "ctx" drives a leaky integrator in area "str" through a 1-d
+    channel; "str" never drives "ctx". Once both are locked on one orbit, each area's state is a
+    function of the other's and the data cannot tell who drives whom; the transients from random
+    starts can.
+
+    Args:
+        burn_in: time units the system runs before the first recorded bin (0: transients
+            visible; a few periods: only the locked orbit is seen).
+        tau: the integrator's time constant; strength: the channel's gain.
+    """
+
+    name = "driven_pair"
+
+    def __init__(self, mu: float = 1.0, omega: float = 2 * np.pi, tau: float = 0.5,
+                 strength: float = 2.0, burn_in: float = 0.0, time_step: float = 0.02) -> None:
+        self.mu, self.omega, self.tau = float(mu), float(omega), float(tau)
+        self.strength, self.burn_in, self.time_step = float(strength), float(burn_in), \
+            float(time_step)
+        self.direction = np.array([1.0, 0.0])  # str reads ctx's first coordinate
+
+    @property
+    def dim(self):
+        return 3
+
+    @property
+    def params(self):
+        return dict(mu=self.mu, omega=self.omega, tau=self.tau, strength=self.strength,
+                    burn_in=self.burn_in, time_step=self.time_step)
+
+    def communication(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        return {"str<-ctx": self.strength * (z[..., :2] @ self.direction)[..., None]}
+
+    def field(self, z, u=None):
+        x, y, s = z[..., 0], z[..., 1], z[..., 2]
+        r2 = x * x + y * y
+        drive = self.communication(z)["str<-ctx"][..., 0]
+        return np.stack([self.mu * x - self.omega * y - x * r2,
+                         self.omega * x + self.mu * y - y * r2, -s / self.tau + drive], -1)
+
+    def fixed_points(self):
+        points = np.zeros((1, 3))
+        return points, (classify_stability(np.linalg.eigvals(jacobian(self.field, points[0]))),)
+
+    def initial_states(self, rng, n_trials):
+        angle = rng.uniform(0, 2 * np.pi, n_trials)
+        radius = rng.uniform(0.3, 1.5, n_trials)
+        z0 = np.stack([radius * np.cos(angle), radius * np.sin(angle),
+                       rng.uniform(-1.5, 1.5, n_trials)], -1)
+        steps = int(round(self.burn_in / self.time_step))
+        if steps:
+            z0 = integrate(self.field, z0, steps + 1, self.time_step)[:, -1]
+        return z0
+
+    def latent_area(self):
+        return np.array(["ctx", "ctx", "str"])
+
+
 SYSTEMS: dict[str, type[DynamicalSystem]] = {
-    cls.name: cls for cls in (Lorenz, LimitCycle, RingAttractor, LineAttractor, FlipFlop, MultiArea)
+    cls.name: cls for cls in (Lorenz, LimitCycle, RingAttractor, LineAttractor, FlipFlop, MultiArea,
+                              DrivenPair)
 }
 
 

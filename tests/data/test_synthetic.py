@@ -120,3 +120,18 @@ def test_bad_generator_arguments():
         synthetic.multi_area(areas=("A", "B"), edges=(("A", "C"),))
     with pytest.raises(ValueError, match="system: unknown system 'duffing'"):
         synthetic.simulate("duffing")
+
+
+def test_driven_pair_locks_after_burn_in():
+    free = synthetic.driven_pair(n_trials=40, n_bins=50, n_neurons=5, seed=0)
+    locked = synthetic.phase_locked_pair(n_trials=40, n_bins=50, n_neurons=5, seed=0)
+    assert free.areas == ("ctx", "str") and free.n_neurons == 10
+    radius = lambda d: np.linalg.norm(d.truth.latents[:, 0, :2], axis=-1)  # noqa: E731
+    assert radius(free).std() > 0.2 and radius(locked).std() < 0.01  # on the cycle already
+    assert set(free.truth.communication) == {"str<-ctx"}
+    # locked: str is a function of ctx's phase, the same in every trial
+    phase = np.arctan2(locked.truth.latents[:, 0, 1], locked.truth.latents[:, 0, 0])
+    design = np.stack([np.cos(phase), np.sin(phase), np.ones_like(phase)], -1)
+    fitted, *_ = np.linalg.lstsq(design, locked.truth.latents[:, 0, 2], rcond=None)
+    residual = locked.truth.latents[:, 0, 2] - design @ fitted
+    assert residual.std() < 0.01 < np.abs(fitted[:2]).max()
