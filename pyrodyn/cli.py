@@ -160,13 +160,19 @@ def _write_communication(model, guide, data, run_dir: Path) -> None:
     from .inference import posterior
 
     summary = communication_summary(posterior(model, guide, data, num_samples=50))
-    table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level}
+    table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level,
+                    "identified": c.identified,
+                    "source_from_target_r2": c.source_from_target_r2}
              for name, c in summary.items()}
     runs.write_json(run_dir / "communication.json", table)
     runs.save_figure(plots.plot_area_graph(summary), run_dir / "communication.png", dpi=120)
     for name, c in summary.items():
         print(f"channel {name}: strength {c.strength:.4f} "
-              f"[{c.interval[0]:.4f}, {c.interval[1]:.4f}] ({c.level:.0%} interval)")
+              f"[{c.interval[0]:.4f}, {c.interval[1]:.4f}] ({c.level:.0%} interval)"
+              + ("" if c.identified else
+                 f"; direction NOT identified: {c.source}'s state is a function of "
+                 f"{c.target}'s on these data (R2 {c.source_from_target_r2:.2f}), so "
+                 f"{c.target}'s own dynamics can stand in for this channel"))
 
 
 def _fit(args: argparse.Namespace) -> None:

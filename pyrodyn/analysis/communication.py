@@ -1,5 +1,12 @@
 """Who drives whom: the strength and time course of every inter-area channel, with intervals.
 
+Whether a channel's direction is **identified** at all: a channel ``A<-B`` adds ``c(z_B)`` to A's
+velocity; where B's state is, on the data, a function of A's own state, the same term can be
+written as part of A's own dynamics, and the data cannot say whether B drives A. This is what
+happens when two areas are phase-locked on one orbit. ``source_from_target_r2`` is how well A's
+posterior-mean state predicts B's (a held-out nearest-neighbour regression across trials); above
+``IDENTIFIED_BELOW`` the channel is reported as not identified, whatever its strength.
+
 A channel's **strength** is the RMS of its signal c_{A<-B} over trials, bins and A's latent
 dimensions, divided by the RMS spread of A's latent state (its deviation from A's mean) and
 multiplied by the time one bin spans. It reads "how far, in units of A's own spread, B pushes A
@@ -22,11 +29,13 @@ import numpy as np
 
 from ..models import sites
 from ..models.multi_area import COMM, area_site
+from .metrics import nonlinear_state_r2
 
 __all__ = ["ChannelSummary", "channel_strengths", "communication_summary",
-           "true_communication_strengths"]
+           "source_from_target_r2", "true_communication_strengths", "IDENTIFIED_BELOW"]
 
 COMM_PREFIX = f"{COMM}."
+IDENTIFIED_BELOW = 0.9  # source-from-target R2 above which a direction is not identified
 
 
 @dataclass
@@ -38,6 +47,10 @@ class ChannelSummary:
         interval: (lower, upper) equal-tailed interval of the strength at ``level``.
         draws: the strength of every posterior draw (sample,).
         time_course: (3, time) median, lower and upper of the per-bin strength.
+        source_from_target_r2: how well the target's state predicts the source's (nan when
+            too few trials to tell).
+        identified: False where the source's state is a function of the target's on these
+            data, so the channel could be part of the target's own dynamics.
     """
 
     name: str
@@ -48,6 +61,8 @@ class ChannelSummary:
     level: float
     draws: np.ndarray
     time_course: np.ndarray
+    source_from_target_r2: float = float("nan")
+    identified: bool = True
 
 
 def _spread(latents: np.ndarray) -> np.ndarray:
@@ -91,14 +106,29 @@ def communication_summary(posterior, *, level: float = 0.9,
         strengths = channel_strengths(draws[name], draws[key], bin_time=bin_time)
         course = channel_strengths(draws[name], draws[key], bin_time=bin_time, per_bin=True)
         lower, upper = np.quantile(strengths, tails)
+        r2 = source_from_target_r2(draws[key].mean(0),
+                                   draws[area_site(sites.LATENTS, source)].mean(0))
         out[channel] = ChannelSummary(
             name=channel, target=target, source=source, strength=float(np.median(strengths)),
             interval=(float(lower), float(upper)), level=level, draws=strengths,
-            time_course=np.stack([np.median(course, 0), *np.quantile(course, tails, axis=0)]))
+            time_course=np.stack([np.median(course, 0), *np.quantile(course, tails, axis=0)]),
+            source_from_target_r2=r2, identified=not r2 > IDENTIFIED_BELOW)
     if not out:
         raise ValueError("posterior: no communication sites ('comm.A<-B'); is it the "
                          "posterior of a multi-area model?")
     return out
+
+
+def source_from_target_r2(target: np.ndarray, source: np.ndarray) -> float:
+    """R2 of the source area's state (trial, time, dim) predicted from the target's through a
+    nearest-neighbour regression fit on 70% of the trials and scored on the rest (nan with
+    fewer than 10 trials)."""
+    n = target.shape[0]
+    if n < 10:
+        return float("nan")
+    cut = int(0.7 * n)
+    r2 = nonlinear_state_r2(source, target, train=np.arange(cut), test=np.arange(cut, n))
+    return float(r2.inferred_to_true)
 
 
 def true_communication_strengths(data, areas: list[str] | None = None) -> dict[str, float]:

@@ -91,3 +91,19 @@ def test_plots_draw(multi_area_posterior, tmp_path):
     plots.plot_area_graph(summary, true={"B<-A": 0.03}).savefig(tmp_path / "graph.png")
     plots.plot_communication(np.arange(15) * 0.01, summary).savefig(tmp_path / "course.png")
     assert (tmp_path / "graph.png").stat().st_size > 1000
+
+
+def test_a_phase_locked_direction_is_flagged_as_not_identified():
+    from pyrodyn.analysis.communication import IDENTIFIED_BELOW, source_from_target_r2
+
+    def r2s(data):
+        z = data.truth.latents
+        ctx, str_ = z[..., :2], z[..., 2:]
+        return source_from_target_r2(ctx, str_), source_from_target_r2(str_, ctx)
+
+    # str's history holds ctx's phase, but its present state (1-d) does not: with transients
+    # each area's state is not a function of the other's
+    free = r2s(synthetic.driven_pair(n_trials=60, n_bins=50, n_neurons=4, seed=0))
+    assert free[1] < IDENTIFIED_BELOW  # ctx from str: str<-ctx is identified
+    locked = r2s(synthetic.phase_locked_pair(n_trials=60, n_bins=50, n_neurons=4, seed=0))
+    assert locked[0] > IDENTIFIED_BELOW  # on the locked orbit str is a function of ctx
