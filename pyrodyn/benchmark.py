@@ -140,7 +140,7 @@ BUILTIN_METHODS: dict[str, Method] = {
     "node_plane": pyrodyn_method(readout="plane"),
     "node_affine": pyrodyn_method(readout="affine"),
     # LFADS-like: discrete GRU generator with a linear readout.
-    "gru": pyrodyn_method(dynamics="gru", readout="affine"),
+    "gru": pyrodyn_method(dynamics="gru", readout="affine", diffusion=None),
 }
 
 

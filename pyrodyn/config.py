@@ -39,7 +39,8 @@ class RunConfig:
     input_scale: float = 0.1      # scale of the inferred inputs' AR(1) prior
     solver: str = "midpoint"
     step_size: float = 0.1
-    diffusion: float | None = None  # initial sigma of a stochastic latent path (None: an ODE)
+    diffusion: float | None = 0.1  # initial sigma of the stochastic latent path, learned
+                                   # (None: a deterministic ODE; README: calibration)
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1

@@ -216,10 +216,11 @@ def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, infer
         return None
     if inferred_input_dim:
         raise ValueError("diffusion: a stochastic path and inferred inputs are two kinds of "
-                         "per-trial forcing; use one (set inferred_input_dim=0)")
+                         "per-trial forcing; use one (inferred inputs need --set "
+                         "diffusion=null)")
     if field.discrete:
         raise ValueError("diffusion: a stochastic path needs a continuous field, not the "
-                         "discrete GRU transition")
+                         "discrete GRU transition (--set diffusion=null)")
     probe = None if not field.input_dim else torch.zeros(1, field.input_dim)
     solver.step(field, torch.zeros(1, latent_dim), probe)  # adaptive solvers: a clear error
     return Diffusion(latent_dim, init=init, step_size=solver.step_size)
