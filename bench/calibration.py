@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from pyrodyn.analysis import coverage, latent_coverage
+from pyrodyn.analysis import apply_affine, coverage, fit_affine, latent_coverage
 from pyrodyn.config import RunConfig, build_run
 from pyrodyn.data import synthetic
 from pyrodyn.inference import evaluate, fit, posterior
@@ -64,7 +64,10 @@ def main(argv=None) -> dict:
     rates = coverage(post.draws["rates"], test.truth.rates, levels)
     latents = latent_coverage(post.draws["latents"], test.truth.latents, train_means,
                               train.truth.latents, levels)
+    aligned = apply_affine(post.draws["latents"], fit_affine(train_means, train.truth.latents))
+    width = np.diff(np.quantile(aligned, [0.05, 0.95], axis=0), axis=0).mean()
     row = dict(system=args.system, neurons=args.neurons, overrides=args.set, steps=result.steps,
+               latent_interval_width_90=float(width),
                fit_seconds=round(wall, 1),
                **{f"rates_coverage_{int(100 * k)}": v for k, v in rates.items()},
                **{f"latents_coverage_{int(100 * k)}": v for k, v in latents.items()},
