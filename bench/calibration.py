@@ -19,6 +19,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 
 from pyrodyn.analysis import apply_affine, coverage, fit_affine, latent_coverage
