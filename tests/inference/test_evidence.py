@@ -11,6 +11,7 @@ from pyrodyn.analysis.scores import score_rates
 from pyrodyn.data import synthetic
 from pyrodyn.inference import (
     AmortizedNormalGuide,
+    Evidence,
     fit,
     heldout_evidence,
     importance_log_marginal,
@@ -134,3 +135,18 @@ def test_heldout_evidence_refuses_a_per_trial_guide(fitted_lorenz):
     guide(**model_args(train.to_batch(), train.n_trials))   # its parameters: train's trials
     with pytest.raises(ValueError, match="per-trial guide"):
         heldout_evidence(model, guide, train, test)
+
+
+def test_evidence_is_elpd_data_that_arviz_compare_ranks():
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    better = Evidence(rng.normal(-100, 5, 40), np.zeros(40), np.ones(40))
+    worse = Evidence(better.log_marginal - 1 + rng.normal(0, 0.5, 40), np.zeros(40),
+                     np.ones(40))
+    table = az.compare({"better": better.to_elpd_data(), "worse": worse.to_elpd_data()})
+    assert list(table.index) == ["better", "worse"]
+    diff, se = better.compare(worse)
+    # ArviZ's difference is the sum over trials; its SE the paired one, scaled the same way
+    assert np.isclose(table.loc["worse", "elpd_diff"], 40 * diff)
+    assert np.isclose(table.loc["worse", "dse"], 40 * se, rtol=0.05)
