@@ -103,9 +103,14 @@ class Evidence:
         importance-weighted log p (these trials were never fitted on, so nothing needs to be
         left out), ``se`` its standard error over trials, ``p_loo`` is not defined (nan).
 
+        Weights: ArviZ's default, stacking, exponentiates each pointwise value, and whole
+        trials' log densities (hundreds to thousands of nats) underflow; use
+        ``method="BB-pseudo-BMA"`` (as ``pyrodyn compare`` does).
+
         Example (with two runs' evidence on the same test trials)::
 
-            az.compare({"3-d": ev3.to_elpd_data(), "2-d": ev2.to_elpd_data()})
+            az.compare({"3-d": ev3.to_elpd_data(), "2-d": ev2.to_elpd_data()},
+                       method="BB-pseudo-BMA")
         """
         import xarray as xr
         from arviz.stats.stats_utils import ELPDData
