@@ -202,7 +202,6 @@ def sample_latents(name: str, start: torch.Tensor, n_bins: int, *, transition: D
                    diffusion: Diffusion, inputs: torch.Tensor | None = None) -> torch.Tensor:
     """Samples the site ``name`` (a ``MarkovPath`` from ``start``) and returns the whole
     trajectory (..., n_bins, latent), ``start`` first; call it inside the trial plate."""
-
     path = pyro.sample(name, MarkovPath(start, transition, diffusion.noise_scale(), n_bins - 1,
                                         None if inputs is None else inputs[..., :-1, :]))
     return torch.cat([start.expand(path.shape[:-2] + start.shape[-1:]).unsqueeze(-2), path], -2)
