@@ -24,3 +24,19 @@ def test_yaml_file_then_overrides(tmp_path):
 def test_bad_options_are_one_clear_error(item, message):
     with pytest.raises(ValueError, match=message):
         RunConfig.from_sources(overrides=[item])
+
+
+def test_the_recipe_has_a_stochastic_path_and_null_gives_the_ode_back():
+    from pyrodyn.config import build_run
+    from pyrodyn.data import synthetic
+
+    data = synthetic.lorenz(n_trials=4, n_bins=10, n_neurons=6, seed=0)
+    model, guide = build_run(RunConfig(), data)
+    assert model.path_sites and guide.path_sites  # README, benchmark (g)
+    ode, _ = build_run(RunConfig.from_sources(overrides=["diffusion=null"]), data)
+    assert ode.path_sites == {} and ode.diffusion is None
+    with pytest.raises(ValueError, match="diffusion=null"):
+        build_run(RunConfig.from_sources(overrides=["inferred_input_dim=2"]), data)
+    inputs, _ = build_run(RunConfig.from_sources(
+        overrides=["inferred_input_dim=2", "diffusion=null"]), data)
+    assert inputs.input_sites
