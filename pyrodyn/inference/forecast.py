@@ -28,7 +28,7 @@ from ..models import sites
 from ..models.base import SpikeModel
 from ..models.paths import MarkovPath
 from .refine import refine
-from .traces import model_args, replay
+from .traces import model_args
 
 __all__ = ["forward_rates"]
 
@@ -73,19 +73,20 @@ def forward_rates(model: SpikeModel, guide, data: SpikeData, *, forward_bins: in
 
 def _continued_draw(model, proposal, kwargs, inputs, forward_bins) -> dict[str, torch.Tensor]:
     """One posterior draw on the seen bins, its time-varying sites run on over the rest."""
-    guide_trace, model_trace = replay(model, proposal, kwargs)
-    values = {name: site["value"] for name, site in guide_trace.nodes.items()
+    trace = poutine.trace(proposal).get_trace(**kwargs)
+    values = {name: site["value"] for name, site in trace.nodes.items()
               if site["type"] == "sample" and not site["is_observed"]
               and not site_is_subsample(site)}
-    n_seen = model_trace.nodes[sites.LATENTS]["value"].shape[-2]
     for name in model.input_sites:
         values[name] = _continue_ar1(values[name], forward_bins, tau=model.input_tau,
                                      scale=model.input_scale)
     for name in model.path_sites:
-        last = model_trace.nodes[sites.LATENTS]["value"][..., -1, :]
+        path = values[name]  # bins 1 .. n_seen - 1; the chain's start is bin 0
+        last = path[..., -1, :] if path.shape[-2] else trace.nodes[name]["fn"].start
+        n_seen = path.shape[-2] + 1
         u = None if inputs is None else inputs[..., n_seen - 1:-1, :]
         rest = MarkovPath(last, model.transition, model.noise_scale(), forward_bins, u).sample()
-        values[name] = torch.cat([values[name], rest], dim=-2)
+        values[name] = torch.cat([path, rest], dim=-2)
     return values
 
 

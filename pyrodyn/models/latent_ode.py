@@ -32,7 +32,7 @@ from . import sites
 from .base import SpikeModel, record
 from .dynamics import VectorField, build_field
 from .likelihoods import Likelihood, build_likelihood
-from .paths import sample_latents, stochastic_path_diffusion
+from .paths import LatentPathModel, stochastic_path_diffusion
 from .priors import AR1Prior, InitialStatePrior
 from .readouts import Readout, build_readout
 from .solver import ODESolver
@@ -40,7 +40,7 @@ from .solver import ODESolver
 __all__ = ["LatentODEModel"]
 
 
-class LatentODEModel(SpikeModel):
+class LatentODEModel(LatentPathModel, SpikeModel):
     """Latent neural-ODE model of spike counts.
 
     Args:
@@ -129,14 +129,6 @@ class LatentODEModel(SpikeModel):
         """Latent trajectories (..., trial, time, latent) from z0 (..., trial, latent)."""
         return self.solver(self.field, z0, n_bins, inputs)
 
-    def transition(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        """The drift of one bin: the state a bin after ``z`` without noise."""
-        return self.solver.step(self.field, z, u)
-
-    def noise_scale(self) -> torch.Tensor:
-        """The path's noise standard deviation per bin and dimension (a diffusion model)."""
-        return self.diffusion.noise_scale()
-
     def log_rates(self, latents: torch.Tensor) -> torch.Tensor:
         return self.readout(latents)
 
@@ -157,10 +149,6 @@ class LatentODEModel(SpikeModel):
     def input_sites(self) -> dict[str, int]:
         return {sites.INPUTS: self.inferred_input_dim} if self.inferred_input_dim else {}
 
-    @property
-    def path_sites(self) -> dict[str, int]:
-        return {sites.PATH: self.latent_dim} if self.diffusion is not None else {}
-
     def init_bias(self, mean_counts: torch.Tensor) -> None:
         self.readout.init_bias(mean_counts)
 
@@ -175,12 +163,7 @@ class LatentODEModel(SpikeModel):
                     inferred = pyro.sample(sites.INPUTS, AR1Prior(
                         n_bins, self.inferred_input_dim, tau=self.input_tau,
                         scale=self.input_scale, device=z0.device))
-                u = self._field_inputs(inputs, inferred)
-                if self.diffusion is None:
-                    latents = self.solve(z0, n_bins, u)
-                else:
-                    latents = sample_latents(sites.PATH, z0, n_bins, transition=self.transition,
-                                             diffusion=self.diffusion, inputs=u)
+                latents = self.trajectory(z0, n_bins, self._field_inputs(inputs, inferred))
             record(sites.LATENTS, latents, event_dim=2)
             output = self.log_rates(latents)
             penalty = self.readout.log_penalty(latents, output)

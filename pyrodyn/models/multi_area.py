@@ -41,7 +41,7 @@ from .base import SpikeModel, record
 from .communication import CoupledField, build_channel, channel_name
 from .dynamics import VectorField, build_field
 from .likelihoods import build_likelihood
-from .paths import sample_latents, stochastic_path_diffusion
+from .paths import LatentPathModel, stochastic_path_diffusion
 from .priors import AR1Prior, InitialStatePrior
 from .readouts import build_readout
 from .solver import ODESolver
@@ -65,7 +65,7 @@ def _per_area(value, areas: list[str], name: str) -> dict:
     return {a: value for a in areas}
 
 
-class MultiAreaModel(SpikeModel):
+class MultiAreaModel(LatentPathModel, SpikeModel):
     """Latent ODEs per area with explicit low-rank (or MLP) communication between them.
 
     Args:
@@ -220,17 +220,6 @@ class MultiAreaModel(SpikeModel):
         return {area_site(sites.INPUTS, a): self.inferred_input_dim for a in self.areas}
 
     @property
-    def path_sites(self) -> dict[str, int]:
-        return {sites.PATH: self.latent_dim} if self.diffusion is not None else {}
-
-    def transition(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        """The drift of one bin of all areas' joint state (``LatentODEModel.transition``)."""
-        return self.solver.step(self.field, z, u)
-
-    def noise_scale(self) -> torch.Tensor:
-        return self.diffusion.noise_scale()
-
-    @property
     def observed_sites(self) -> dict[str, np.ndarray]:
         return {area_site(sites.SPIKES, a): self.area_neurons[a] for a in self.areas}
 
@@ -265,11 +254,7 @@ class MultiAreaModel(SpikeModel):
                         scale=self.input_scale, device=z0[0].device)))
                 z0 = _broadcast_cat(z0)
                 u = _broadcast_cat(field_inputs) if field_inputs else None
-                if self.diffusion is None:
-                    latents = self.solver(self.field, z0, n_bins, u)
-                else:
-                    latents = sample_latents(sites.PATH, z0, n_bins, transition=self.transition,
-                                             diffusion=self.diffusion, inputs=u)
+                latents = self.trajectory(z0, n_bins, u)
             record(sites.LATENTS, latents, event_dim=2)
             for name, signal in self.field.communication(latents).items():
                 record(f"{COMM}.{name}", signal, event_dim=2)

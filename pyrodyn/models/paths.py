@@ -30,8 +30,10 @@ import pyro
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from . import sites
+
 __all__ = ["MarkovPath", "GuidedPath", "Diffusion", "previous_states", "path_head_size",
-           "guided_path", "sample_latents", "stochastic_path_diffusion"]
+           "guided_path", "LatentPathModel", "stochastic_path_diffusion"]
 
 Drift = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -198,13 +200,33 @@ class Diffusion(torch.nn.Module):
         return self.sigma() * math.sqrt(self.step_size)
 
 
-def sample_latents(name: str, start: torch.Tensor, n_bins: int, *, transition: Drift,
-                   diffusion: Diffusion, inputs: torch.Tensor | None = None) -> torch.Tensor:
-    """Samples the site ``name`` (a ``MarkovPath`` from ``start``) and returns the whole
-    trajectory (..., n_bins, latent), ``start`` first; call it inside the trial plate."""
-    path = pyro.sample(name, MarkovPath(start, transition, diffusion.noise_scale(), n_bins - 1,
-                                        None if inputs is None else inputs[..., :-1, :]))
-    return torch.cat([start.expand(path.shape[:-2] + start.shape[-1:]).unsqueeze(-2), path], -2)
+class LatentPathModel:
+    """The latent trajectory of a model with a ``field``, a ``solver`` and a ``diffusion``
+    (a ``Diffusion``, or None for a deterministic ODE): mixed into ``LatentODEModel`` and
+    ``MultiAreaModel``, which then share the path sites, the drift and the trajectory."""
+
+    @property
+    def path_sites(self) -> dict[str, int]:
+        return {sites.PATH: self.latent_dim} if self.diffusion is not None else {}
+
+    def transition(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """The drift of one bin: the state a bin after ``z`` without noise."""
+        return self.solver.step(self.field, z, u)
+
+    def noise_scale(self) -> torch.Tensor:
+        """The path's noise standard deviation per bin and dimension."""
+        return self.diffusion.noise_scale()
+
+    def trajectory(self, z0: torch.Tensor, n_bins: int,
+                   inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (..., n_bins, latent) from ``z0``: the ODE solve, or the site "path" (a
+        ``MarkovPath``) sampled after it; call it inside the trial plate."""
+        if self.diffusion is None:
+            return self.solver(self.field, z0, n_bins, inputs)
+        path = pyro.sample(sites.PATH, MarkovPath(
+            z0, self.transition, self.noise_scale(), n_bins - 1,
+            None if inputs is None else inputs[..., :-1, :]))
+        return torch.cat([z0.expand(path.shape[:-2] + z0.shape[-1:]).unsqueeze(-2), path], -2)
 
 
 def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, inferred_input_dim: int,
