@@ -186,11 +186,9 @@ def _fit(args: argparse.Namespace) -> None:
     values = dict(model=args.model and args.model.replace("-", "_"),
                   latent_dim=None if auto else _latent_dim(args.latent_dim),
                   readout=args.readout, guide=args.guide, steps=args.steps,
-                  device=args.device, seed=args.seed)
+                  device=args.device, seed=args.seed, budget=None if auto else args.budget)
     config = RunConfig.from_sources(args.config, args.set, **values)
     data = _load_data(args)
-    if args.budget is not None and not auto:
-        raise ValueError("--budget: only with --latent-dim auto (one fit: --set time_budget=S)")
     if auto:  # the ladder 1-8 with the config's readout; then the chosen one as the run
         from .selection import select
 
@@ -237,6 +235,20 @@ def _select(args: argparse.Namespace) -> None:
     print(f"chose {chosen.readout} readout, {chosen.latent_dim} latent dimensions (best: "
           f"{selection.best.label}); wrote {args.out}/selection.csv, selection.md, "
           "selection.png, selected.yaml (pyrodyn fit --config reruns it)")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from .config import RunConfig
+    from .tuning import tune
+
+    config = RunConfig.from_sources(args.config, args.set, seed=args.seed)
+    data = _with_split(_load_data(args), config.seed)
+    study = tune(data, args.out, budget=args.budget, n_trials=args.trials, config=config,
+                 num_particles=args.num_particles)
+    best = study.best_trial
+    print(f"tune: {len(study.trials)} trials; best trial {best.number}: "
+          f"{best.value:.4f} ± {best.user_attrs['se']:.4f} with {best.user_attrs['config']}; "
+          f"wrote {args.out}/trials.csv, tune.png, best.yaml (pyrodyn fit --config reruns it)")
 
 
 def _posterior(args: argparse.Namespace) -> None:
@@ -463,8 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--steps", type=int)
     fit.add_argument("--device")
     fit.add_argument("--seed", type=int)
-    fit.add_argument("--budget", type=float, help="with --latent-dim auto: seconds of fitting "
-                                                  "for the whole ladder")
+    fit.add_argument("--budget", type=float,
+                     help="seconds of fitting: the schedule runs on the clock and ends "
+                          "annealed at the budget (with --latent-dim auto: for the whole "
+                          "ladder)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.add_argument("--overwrite", action="store_true",
                      help="replace a fit of other data or options in --out (default: refuse; "
@@ -489,6 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--seed", type=int)
     _add_data_options(sel)
     sel.set_defaults(run=_select)
+
+    tun = commands.add_parser("tune", help="search the recipe's options by held-out evidence "
+                                           "(Optuna; resumes after an interruption)")
+    tun.add_argument("data", help=".npz, .h5 (pyrodyn or lfads-torch layout) or .nwb")
+    tun.add_argument("--out", required=True, help="folder for study.db, trials.csv, tune.png "
+                                                  "and best.yaml")
+    tun.add_argument("--budget", type=float, required=True,
+                     help="seconds of fitting for the whole study, shared by the trials")
+    tun.add_argument("--trials", type=int, help="trials in all (default: one per 2 minutes)")
+    tun.add_argument("--num-particles", type=int, default=32,
+                     help="importance samples per validation trial")
+    tun.add_argument("--config", help="YAML file of RunConfig options (the recipe)")
+    tun.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    tun.add_argument("--seed", type=int)
+    _add_data_options(tun)
+    tun.set_defaults(run=_tune)
 
     demo = commands.add_parser("demo", help="simulate Lorenz, fit, score against the truth, "
                                              "write InferenceData, plots and the checkpoint")

@@ -65,7 +65,8 @@ class RunConfig:
     progress_every: float | None = 30.0
     tensorboard: str | None = None
     patience: int | None = None
-    time_budget: float | None = None
+    time_budget: float | None = None   # a cap in seconds; the schedule runs on steps
+    budget: float | None = None        # seconds planned: the schedule runs on the clock
     seed: int = 0
     device: str = "cpu"
     num_threads: int | None = 1

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_loss", "plot_latents", "plot_rates", "plot_area_graph", "plot_communication",
-           "plot_selection", "plot_reliability"]
+           "plot_selection", "plot_reliability", "plot_tuning"]
 
 
 def plot_loss(losses, valid=()):
@@ -135,6 +135,21 @@ def plot_selection(rows):
                     label="chosen")
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set(xlabel="latent dimensions", ylabel="log p per trial - best (nats)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tuning(trials, scores, errors, score_name: str):
+    """Held-out score of each completed trial of ``pyrodyn.tuning.tune`` with its standard
+    error over validation trials; trial 0 (the recipe) as a dashed line, the best ringed."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.errorbar(trials, scores, yerr=errors, fmt="o", ms=4, capsize=3)
+    if 0 in trials:
+        ax.axhline(scores[trials.index(0)], color="0.6", ls="--", lw=0.8, label="recipe")
+    best = int(np.nanargmax(scores))
+    ax.plot(trials[best], scores[best], "o", ms=12, mfc="none", mec="k", label="best")
+    ax.set(xlabel="trial", ylabel=score_name.replace("_", " "))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

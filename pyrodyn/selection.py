@@ -168,8 +168,8 @@ def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7
         latent_dims, readouts: the ladder.
         config: the recipe (default ``RunConfig()``); its ``latent_dim`` and ``readout`` are
             replaced by each candidate's.
-        budget: seconds of fitting for the whole ladder, shared equally (default: each fit
-            runs the recipe as is).
+        budget: seconds of fitting for the whole ladder, shared equally, each fit's schedule
+            run on the clock (``FitOptions.budget``; default: each fit runs the recipe as is).
         num_particles: importance samples per validation trial.
         keep_models: keep each candidate's fitted model and guide (memory).
 
@@ -194,7 +194,7 @@ def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7
         start = time.perf_counter()
         options = candidate_config.fit_options()
         if per_fit is not None:
-            options = dataclasses.replace(options, time_budget=per_fit)
+            options = dataclasses.replace(options, budget=per_fit)
         result = fit(model, guide, train, valid=valid, options=options, progress=False)
         seconds = time.perf_counter() - start
         evidence = heldout_evidence(model, guide, train, valid, num_particles=num_particles,

@@ -26,8 +26,8 @@ def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
     - ``bits_per_spike``: held-in neurons, observed entries only (null: ``null_rates``, e.g.
       the training trials' mean rates);
     - ``co_bps``: the held-out neurons, when ``data`` has any;
-    - with true rates: ``true_bits_per_spike`` (the ceiling, scored the same way) and
-      ``rate_r2``.
+    - with true rates: ``true_bits_per_spike`` (the ceiling, scored the same way),
+      ``true_co_bps`` with held-out neurons, and ``rate_r2``.
     """
     heldin, mask = data.heldin_neurons, data.observed_mask()[..., data.heldin_neurons]
     null_rates = np.asarray(null_rates)
@@ -36,13 +36,19 @@ def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
         return float(bits_per_spike(predicted[..., heldin], data.spikes[..., heldin],
                                     null_rates=null_rates[heldin], mask=mask))
 
+    held = data.heldout_neurons
+
+    def cobps(predicted):
+        return float(co_bps(predicted, data.spikes, held, null_rates=null_rates[held]))
+
     scores = {"bits_per_spike": bps(rates)}
-    if data.heldout_neurons.size:
-        held = data.heldout_neurons
-        scores["co_bps"] = float(co_bps(rates, data.spikes, held, null_rates=null_rates[held]))
+    if held.size:
+        scores["co_bps"] = cobps(rates)
     truth = data.truth
     if truth is not None and truth.rates is not None:
         scores["true_bits_per_spike"] = bps(truth.rates)
+        if held.size:
+            scores["true_co_bps"] = cobps(truth.rates)
         scores["rate_r2"] = float(rate_r2(rates, truth.rates))
     return scores
 

@@ -76,7 +76,15 @@ class FitOptions:
             many seconds since the last one; ``resume``: continue an existing checkpoint.
         nan_retries: restarts from the last finite state, each with the learning rate halved,
             before a non-finite loss or gradient stops the fit.
-        time_budget: seconds of fitting after which to stop.
+        time_budget: seconds of fitting after which to stop (a cap: the schedule still runs
+            on steps).
+        budget: seconds the fit is planned to take (None: ``steps`` steps). The schedule then
+            runs on the clock: the learning-rate decay, KL warm-up, curriculum and readout
+            warm-up reach the same point at the same fraction of the budget as they would at
+            that fraction of ``steps``, so the fit ends annealed when the budget is spent,
+            whatever the machine's speed (``steps`` sets only those fractions). Its number of
+            steps follows the clock, so two runs on one seed agree only as closely as their
+            machines' timings.
         seed: seeds the fit (inside it only); same seed, data and options, same losses.
         device: "cpu" or "cuda"; ``num_threads``: torch threads during the fit (1 is fastest
             for small models on few cores; None leaves torch's setting).
@@ -107,6 +115,7 @@ class FitOptions:
     resume: bool = True
     nan_retries: int = 3
     time_budget: float | None = None
+    budget: float | None = None
     seed: int = 0
     device: str = "cpu"
     num_threads: int | None = 1
@@ -134,6 +143,7 @@ class FitOptions:
         if self.coordinated_dropout >= 1:
             raise ValueError(f"coordinated_dropout: must be < 1, got {self.coordinated_dropout}")
         check_number("time_budget", self.time_budget, low=0, none=True)
+        check_number("budget", self.budget, low=0, low_open=True, none=True)
         check_number("progress_every", self.progress_every, low=0, none=True)
         check_number("checkpoint_seconds", self.checkpoint_seconds, low=0, low_open=True,
                      none=True)

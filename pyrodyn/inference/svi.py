@@ -91,7 +91,7 @@ class FitResult:
         best_valid_loss: that loss (nan without validation).
         best_state: ``{"model": state_dict, "guide": state_dict}`` at the best step.
         elapsed: seconds of fitting, summed over resumed runs.
-        stop_reason: "steps", "early_stopping" or "time_budget".
+        stop_reason: "steps", "early_stopping", "time_budget" or "budget".
     """
 
     losses: list[float] = field(default_factory=list)
@@ -167,6 +167,7 @@ def fit(
     scheduler: Scheduler | None = None,
     checkpoint: str | os.PathLike | None = None,
     progress: bool | None = None,
+    on_validation: Callable[[dict[str, float]], None] | None = None,
     **changes: Any,
 ) -> FitResult:
     """Fits ``model`` and ``guide`` to the training trials by stochastic variational inference.
@@ -187,6 +188,9 @@ def fit(
         progress: show a progress bar (default: when stderr is a terminal); without one, a
             line with loss, held-out scores and ETA goes to the ``pyrodyn`` logger at INFO
             level every ``progress_every`` seconds (the command line prints them).
+        on_validation: called with each validation record (``step``, ``seconds`` of fitting,
+            ``loss``, ``bits_per_spike``, ...); an exception it raises stops the fit, as an
+            interruption does (e.g. a tuner pruning the trial).
 
     Raises:
         ValueError: bad options or a guide that cannot follow the minibatches;
@@ -198,9 +202,13 @@ def fit(
     o = o.replace(batch_size=min(o.batch_size, train.n_trials))
     _check_call(model, guide, train, valid)
     _follow_minibatches(guide)
+    if o.budget is not None and scheduler is not None:
+        raise ValueError("scheduler: a fit with a budget runs the default schedule on the "
+                         "clock; pass budget=None to step your own scheduler")
     with torch_threads(o.num_threads), isolated_rng(o.seed, o.device), own_param_store(guide):
         run = _Run(model, guide, train, valid, o, optimizer=optimizer, scheduler=scheduler,
-                   checkpoint=None if checkpoint is None else Path(checkpoint))
+                   checkpoint=None if checkpoint is None else Path(checkpoint),
+                   on_validation=on_validation)
         try:
             result = run.train(progress=sys.stderr.isatty() if progress is None else progress)
         finally:  # an interrupted warm-up must not leave the readout affine
@@ -286,8 +294,9 @@ class _Run:
     """One fit's mutable state: optimizer, history, early-stopping counter, generator state."""
 
     def __init__(self, model, guide, train, valid, options: FitOptions, *, optimizer,
-                 scheduler, checkpoint) -> None:
+                 scheduler, checkpoint, on_validation=None) -> None:
         self.model, self.guide, self.train_data, self.valid = model, guide, train, valid
+        self.on_validation = on_validation
         self.o, self.checkpoint = options, checkpoint
         self.elbo = make_elbo(options.elbo, num_particles=options.num_particles)
         o = options
@@ -300,6 +309,7 @@ class _Run:
         if o.init_from_data and not resuming:
             model.init_bias(torch.as_tensor(self.null_rates, dtype=torch.float32,
                                             device=o.device))
+        self.result, self.bad_evals, self.retries = FitResult(), 0, 0
         # Lazily created parameters (AutoGuides) exist only after a first call.
         kwargs = self.step_args(0)
         with isolated_rng(None, o.device), torch.no_grad(), pyro.validation_enabled(False):
@@ -311,7 +321,6 @@ class _Run:
         self.params = own + self.extra
         self.optimizer = (optimizer or self._adam)(self.params)
         self.scheduler = (scheduler or self._decay)(self.optimizer)
-        self.result, self.bad_evals, self.retries = FitResult(), 0, 0
         if resuming:
             self._restore(read_state(checkpoint, device=o.device))
         # The generator state at the start of the next step to run: a checkpoint written when
@@ -342,9 +351,10 @@ class _Run:
         o, train = self.o, self.train_data
         batch = train.to_batch(_batch_indices(train.n_trials, o.batch_size, o.seed, step),
                                device=o.device)
+        at = self.schedule_step(step)
         if o.curriculum is not None:
-            batch = _first_bins(batch, _horizon(o.curriculum, step, train.n_bins))
-        kl_scale = min(1.0, (step + 1) / o.kl_warmup) if o.kl_warmup else 1.0
+            batch = _first_bins(batch, _horizon(o.curriculum, at, train.n_bins))
+        kl_scale = min(1.0, (at + 1) / o.kl_warmup) if o.kl_warmup else 1.0
         kwargs = model_args(batch, train.n_trials, kl_scale=kl_scale)
         if o.coordinated_dropout:
             observed = (torch.ones_like(batch.spikes, dtype=torch.bool) if batch.mask is None
@@ -354,6 +364,14 @@ class _Run:
             # Score only what the encoder did not see (held-out neurons always).
             kwargs.update(encoder_mask=shown, mask=observed & ~shown)
         return kwargs
+
+    def schedule_step(self, step: int) -> int:
+        """Where the schedule is at ``step``: the step itself, or with a ``budget`` the same
+        fraction of ``steps`` as the fraction of the budget spent."""
+        o = self.o
+        if o.budget is None:
+            return step
+        return min(o.steps - 1, int(o.steps * self.result.elapsed / o.budget))
 
     def loss(self, step: int) -> torch.Tensor:
         try:
@@ -393,7 +411,9 @@ class _Run:
         record = validation_scores(self.elbo, self.model, self.guide, self.valid,
                                    batch_size=o.batch_size, device=o.device,
                                    null_rates=self.null_rates, seed=o.seed)
-        result.valid.append({"step": done, **record})
+        result.valid.append({"step": done, "seconds": result.elapsed, **record})
+        if self.on_validation is not None:
+            self.on_validation(dict(result.valid[-1]))
         if record["loss"] < result.best_valid_loss:
             result.best_valid_loss, result.best_step, self.bad_evals = record["loss"], done, 0
             result.best_state = self._states()
@@ -414,7 +434,13 @@ class _Run:
         if not torch.isfinite(norm):
             raise FloatingPointError(f"the gradient became {norm.item()} at step {step}")
         self.optimizer.step()
-        self.scheduler.step()
+        if self.o.budget is None:
+            self.scheduler.step()
+        else:  # the default decay, read at the schedule's position on the clock
+            at = self.schedule_step(step)
+            for group, base, rate in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                         self.scheduler.lr_lambdas):
+                group["lr"] = base * rate(at)
         return loss
 
     def roll_back(self, error: FloatingPointError) -> None:
@@ -447,21 +473,27 @@ class _Run:
         o = self.o
         clock, elapsed_before = time.perf_counter(), self.result.elapsed
         last_save = last_line = clock
-        bar = tqdm(total=o.steps, initial=self.result.steps, disable=not progress, desc="fit",
-                   leave=False)
+        bar = tqdm(total=None if o.budget else o.steps, initial=self.result.steps,
+                   disable=not progress, desc="fit", leave=False)
         self.good, between_steps = self.boundary(), True
         board = _board(o.tensorboard, self.result.steps)
         try:
             with _stop_requests() as requested:
-                while self.result.steps < o.steps:
+                while o.budget is not None or self.result.steps < o.steps:
                     step, result = self.result.steps, self.result
                     if requested():
                         raise FitInterrupted(requested(), step, self.checkpoint)
                     if o.time_budget is not None and result.elapsed >= o.time_budget:
                         result.stop_reason = "time_budget"
                         break
+                    if o.budget is not None and result.elapsed >= o.budget:
+                        result.stop_reason = "budget"
+                        if self.valid is not None and step and (
+                                not result.valid or result.valid[-1]["step"] != step):
+                            self.validate(step)  # the annealed end is scored too
+                        break
                     if o.readout_warmup:
-                        _linear_readouts(self.model, step < o.readout_warmup)
+                        _linear_readouts(self.model, self.schedule_step(step) < o.readout_warmup)
                     between_steps = False
                     try:
                         loss = self.step(step)
@@ -484,7 +516,7 @@ class _Run:
                         stop = self.validate(done)
                         last = result.valid[-1]
                         for name, value in last.items():
-                            if board is not None and name != "step":
+                            if board is not None and name not in ("step", "seconds"):
                                 board.add_scalar(f"valid/{name}", value, done)
                         bar.set_postfix(loss=f"{loss.item():.1f}", valid=f"{last['loss']:.1f}",
                                         bps=f"{last['bits_per_spike']:.3f}")
@@ -493,7 +525,7 @@ class _Run:
                             break
                     if not progress and o.progress_every is not None and (
                             now - last_line >= o.progress_every or done == o.steps):
-                        log.info(_progress_line(result, o.steps, loss.item()))
+                        log.info(_progress_line(result, o, loss.item()))
                         last_line = now
                     if done % o.checkpoint_every == 0 or (
                             o.checkpoint_seconds is not None
@@ -530,16 +562,19 @@ def _board(folder: str | None, start: int):
     return SummaryWriter(folder, purge_step=start + 1 if start else None)
 
 
-def _progress_line(result: FitResult, steps: int, loss: float) -> str:
+def _progress_line(result: FitResult, o: FitOptions, loss: float) -> str:
     """One line for logs of runs without a terminal: step, loss, held-out scores, ETA."""
     done = result.steps
-    parts = [f"fit: step {done}/{steps} ({done / steps:.0%})", f"loss {loss:.2f}"]
+    parts = ([f"fit: step {done}/{o.steps} ({done / o.steps:.0%})"] if o.budget is None else
+             [f"fit: step {done} ({result.elapsed / o.budget:.0%} of {o.budget:.0f} s)"])
+    parts.append(f"loss {loss:.2f}")
     if result.valid:
         last = result.valid[-1]
         parts += [f"valid {name.replace('_', ' ')} {last[name]:.3f} (step {last['step']})"
                   for name in ("bits_per_spike", "co_bps") if name in last]
     rate = result.elapsed / max(done, 1)
-    parts += [f"{result.elapsed:.0f} s", f"ETA {rate * (steps - done):.0f} s"]
+    left = rate * (o.steps - done) if o.budget is None else max(o.budget - result.elapsed, 0)
+    parts += [f"{result.elapsed:.0f} s", f"ETA {left:.0f} s"]
     return ", ".join(parts)
 
 

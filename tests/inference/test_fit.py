@@ -112,6 +112,27 @@ def test_time_budget_stops_and_resume_finishes(data, tmp_path):
     assert result.steps == 12 and result.stop_reason == "steps"
 
 
+def test_budget_runs_the_schedule_on_the_clock(data, tmp_path):
+    """A budgeted fit steps until the budget is spent, however many ``steps`` say, ends
+    annealed (the learning rate at its final value, validated at its last step) and resumes."""
+    model, g = build()
+    options = dict(OPTIONS, steps=5, lr=0.01, lr_final=0.1, budget=1.5)
+    result = fit(model, g, data.select("train"), valid=data.select("valid"),
+                 checkpoint=tmp_path / "c.pt", **options)
+    assert result.stop_reason == "budget" and result.elapsed >= 1.5
+    assert result.steps > 5  # far more steps than the schedule's resolution
+    assert result.valid[-1]["step"] == result.steps
+    state = fit_module.read_state(tmp_path / "c.pt")
+    final_lr = state["optimizer"]["param_groups"][0]["lr"]
+    assert final_lr == pytest.approx(0.01 * 0.1, rel=1e-6)  # the last schedule step, 4 of 5
+    more = fit(model, g, data.select("train"), valid=data.select("valid"),
+               checkpoint=tmp_path / "c.pt", **dict(options, budget=2.5))
+    assert more.steps > result.steps and more.losses[:result.steps] == result.losses
+    with pytest.raises(ValueError, match="budget=None"):
+        fit(model, g, data, scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1),
+            **options)
+
+
 def test_early_stopping_restores_the_best_state(data):
     model, g = build()
     result = fit(model, g, data.select("train"), valid=data.select("valid"), steps=40,
