@@ -111,8 +111,9 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     losses.json, metrics.json. Nothing is written before the options and data are checked."""
     from . import __version__, runs
     from .config import build_run
-    from .inference import evaluate, fit, posterior_means, save_state
+    from .inference import distributed, evaluate, fit, posterior_means, save_state
 
+    main_process = distributed.is_main()  # under torchrun only rank 0 writes and scores
     made_split = data.split is None or not np.isin(data.split, ["valid", "test"]).any()
     data = _with_split(data, config.seed)  # score on trials the fit never saw, and say so
     record = {"pyrodyn_version": __version__, "data": data.fingerprint(),
@@ -122,6 +123,10 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     splits = [name for name in ("valid", "test") if (data.split == name).any()]
     valid = data.select("valid") if "valid" in splits and amortized else None
     model, guide = build_run(config, train)  # checks the model options against the data
+    if not main_process:
+        fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
+            progress=False, options=config.fit_options())
+        return None
     runs.claim(run_dir, record, overwrite=overwrite, replace_other=replace_other)
     run_dir.mkdir(parents=True, exist_ok=True)
     # run.json first: a kill between the two writes leaves a folder the rerun resumes
@@ -188,6 +193,8 @@ def _fit(args: argparse.Namespace) -> None:
                   readout=args.readout, guide=args.guide, steps=args.steps,
                   device=args.device, seed=args.seed, budget=None if auto else args.budget)
     config = RunConfig.from_sources(args.config, args.set, **values)
+    if args.nproc is not None:
+        return _launch(args, config)
     data = _load_data(args)
     if auto:  # the ladder 1-8 with the config's readout; then the chosen one as the run
         from .selection import select
@@ -199,7 +206,55 @@ def _fit(args: argparse.Namespace) -> None:
         print(selection.markdown())
         print(f"--latent-dim auto: chose {selection.chosen.latent_dim} latent dimensions")
         config = selection.config
-    _fit_run(data, config, Path(args.out), quiet=args.quiet, overwrite=args.overwrite)
+    import torch.distributed as dist
+
+    try:
+        _fit_run(data, _join_process_group(config), Path(args.out), quiet=args.quiet,
+                 overwrite=args.overwrite)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _launch(args: argparse.Namespace, config) -> None:
+    """``fit --nproc N``: the same command as N data-parallel processes under torchrun."""
+    import subprocess
+
+    if not (isinstance(args.nproc, int) and args.nproc >= 1):
+        raise ValueError(f"--nproc: must be >= 1, got {args.nproc}")
+    if args.latent_dim == "auto":
+        raise ValueError("--nproc: not with --latent-dim auto (select runs one fit at a time)")
+    argv, skip = [], False
+    for item in args.argv:  # the same command without --nproc
+        if skip or item.startswith("--nproc="):
+            skip = False
+            continue
+        skip = item == "--nproc"
+        if not skip:
+            argv.append(item)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc-per-node={args.nproc}", "-m", "pyrodyn.cli", *argv])
+    if done.returncode:
+        raise ValueError(f"--nproc: the {args.nproc} processes failed (exit code "
+                         f"{done.returncode}; their messages are above)")
+
+
+def _join_process_group(config):
+    """Under torchrun (WORLD_SIZE > 1): joins the process group (NCCL for a CUDA device,
+    one GPU per local rank; gloo on CPU) so ``fit`` is data-parallel
+    (``pyrodyn.inference.distributed``); returns the config for this process."""
+    import dataclasses
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or dist.is_initialized():
+        return config
+    cuda = config.device.startswith("cuda")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        config = dataclasses.replace(config, device=f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+    return config
 
 
 def _latent_dim(text: str | None) -> int | None:
@@ -479,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds of fitting: the schedule runs on the clock and ends "
                           "annealed at the budget (with --latent-dim auto: for the whole "
                           "ladder)")
+    fit.add_argument("--nproc", type=int,
+                     help="data-parallel over N processes (torchrun; gloo on CPU, NCCL on "
+                          "GPU): each step's minibatch is shared, the step is the same")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.add_argument("--overwrite", action="store_true",
                      help="replace a fit of other data or options in --out (default: refuse; "
@@ -598,6 +656,7 @@ def _log_to_stderr(quiet: bool) -> logging.Handler:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = _log_to_stderr(getattr(args, "quiet", False))
     try:
         return _run(args)

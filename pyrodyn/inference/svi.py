@@ -66,6 +66,7 @@ from ..data.spikes import SpikeBatch, SpikeData
 from ..models import sites
 from ..models.base import SpikeModel
 from ..models.readouts import FlowReadout
+from . import distributed
 from .guides import AmortizedGuide, per_trial_trials, trial_plate
 from .options import FitOptions
 from .schedules import exponential_decay
@@ -210,7 +211,8 @@ def fit(
                    checkpoint=None if checkpoint is None else Path(checkpoint),
                    on_validation=on_validation)
         try:
-            result = run.train(progress=sys.stderr.isatty() if progress is None else progress)
+            progress = sys.stderr.isatty() if progress is None else progress
+            result = run.train(progress=progress and distributed.is_main())
         finally:  # an interrupted warm-up must not leave the readout affine
             _linear_readouts(model, False)
     if o.restore_best and result.best_state:
@@ -297,6 +299,10 @@ class _Run:
                  scheduler, checkpoint, on_validation=None) -> None:
         self.model, self.guide, self.train_data, self.valid = model, guide, train, valid
         self.on_validation = on_validation
+        self.parallel = distributed.world()[1] > 1
+        if options.batch_size < distributed.world()[1]:
+            raise ValueError(f"batch_size: {options.batch_size} trials cannot be shared by "
+                             f"{distributed.world()[1]} processes")
         self.o, self.checkpoint = options, checkpoint
         self.elbo = make_elbo(options.elbo, num_particles=options.num_particles)
         o = options
@@ -349,8 +355,10 @@ class _Run:
 
     def step_args(self, step: int) -> dict[str, Any]:
         o, train = self.o, self.train_data
-        batch = train.to_batch(_batch_indices(train.n_trials, o.batch_size, o.seed, step),
-                               device=o.device)
+        everyone = _batch_indices(train.n_trials, o.batch_size, o.seed, step)
+        mine = distributed.shard(everyone)
+        self.share = len(mine) / len(everyone)  # of the global minibatch, for the gradient
+        batch = train.to_batch(mine, device=o.device)
         at = self.schedule_step(step)
         if o.curriculum is not None:
             batch = _first_bins(batch, _horizon(o.curriculum, at, train.n_bins))
@@ -395,7 +403,7 @@ class _Run:
     def save(self, state: dict[str, Any] | None = None) -> None:
         """Writes the checkpoint (``state``, default the current one) unless it holds a
         non-finite weight: a checkpoint is always a state worth resuming."""
-        if not self.checkpoint:
+        if not self.checkpoint or not distributed.is_main():
             return
         state = self.snapshot() if state is None else state
         finite = all(torch.isfinite(t).all() for part in ("model", "guide")
@@ -427,9 +435,21 @@ class _Run:
     def step(self, step: int) -> torch.Tensor:
         """One optimizer step; FloatingPointError (nothing changed) when the loss or the
         gradient is not finite."""
-        loss = self.loss(step)
+        failure = None
+        try:
+            loss = self.loss(step)
+        except FloatingPointError as error:
+            failure = error
+        if self.parallel and distributed.agree([failure is not None], self.o.device)[0]:
+            failure = failure or FloatingPointError(
+                f"the loss became non-finite on another process at step {step}")
+        if failure is not None:
+            raise failure
         self.optimizer.zero_grad()
         loss.backward()
+        if self.parallel:  # every rank then holds the whole minibatch's gradient
+            distributed.reduce_gradients(self.params, self.share)
+            loss = distributed.reduce_sum(loss * self.share)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.o.clip_norm)
         if not torch.isfinite(norm):
             raise FloatingPointError(f"the gradient became {norm.item()} at step {step}")
@@ -476,13 +496,18 @@ class _Run:
         bar = tqdm(total=None if o.budget else o.steps, initial=self.result.steps,
                    disable=not progress, desc="fit", leave=False)
         self.good, between_steps = self.boundary(), True
-        board = _board(o.tensorboard, self.result.steps)
+        board = _board(o.tensorboard, self.result.steps) if distributed.is_main() else None
         try:
             with _stop_requests() as requested:
                 while o.budget is not None or self.result.steps < o.steps:
                     step, result = self.result.steps, self.result
-                    if requested():
-                        raise FitInterrupted(requested(), step, self.checkpoint)
+                    stop = requested()
+                    if self.parallel:  # one clock and one stop request for all processes
+                        asked, result.elapsed = distributed.agree(
+                            [stop is not None, result.elapsed], o.device)
+                        stop = stop or ("a stop request to another process" if asked else None)
+                    if stop:
+                        raise FitInterrupted(stop, step, self.checkpoint)
                     if o.time_budget is not None and result.elapsed >= o.time_budget:
                         result.stop_reason = "time_budget"
                         break
@@ -523,7 +548,7 @@ class _Run:
                         if stop:
                             result.stop_reason = "early_stopping"
                             break
-                    if not progress and o.progress_every is not None and (
+                    if not progress and o.progress_every is not None and distributed.is_main() and (
                             now - last_line >= o.progress_every or done == o.steps):
                         log.info(_progress_line(result, o, loss.item()))
                         last_line = now
