@@ -52,10 +52,10 @@ class FixedPoints:
 def as_numpy_field(field) -> callable:
     """A batched float64 numpy function ``(K, D) -> (K, D)`` for any field.
 
-    ``nn.Module`` fields are copied to float64 so finite differences stay accurate.
+    ``nn.Module`` fields are copied to float64 on the CPU so finite differences stay accurate.
     """
     if isinstance(field, torch.nn.Module):
-        module = copy.deepcopy(field).double().eval()
+        module = copy.deepcopy(field).double().cpu().eval()  # small float64 work: CPU
 
         def evaluate(z: np.ndarray) -> np.ndarray:
             with torch.no_grad():

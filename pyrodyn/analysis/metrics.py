@@ -97,17 +97,19 @@ def bits_per_spike(
 
 def co_bps(
     rates: np.ndarray, spikes: np.ndarray, heldout_neurons: np.ndarray, *,
-    null_rates: np.ndarray | None = None,
+    null_rates: np.ndarray | None = None, mask: np.ndarray | None = None,
 ) -> float:
     """Bits per spike on held-out neurons only (co-smoothing).
 
-    ``null_rates`` here has one entry per held-out neuron.
+    ``null_rates`` here has one entry per held-out neuron; ``mask`` (trial, time, neuron over
+    every neuron) the entries to score, or None for all.
     """
     index = np.asarray(heldout_neurons, dtype=np.int64)
     if index.size == 0:
         raise ValueError("heldout_neurons: empty; co-bps needs held-out neurons")
     return bits_per_spike(np.asarray(rates)[..., index], np.asarray(spikes)[..., index],
-                          null_rates=null_rates)
+                          null_rates=null_rates,
+                          mask=None if mask is None else np.asarray(mask)[..., index])
 
 
 def r2_score(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:

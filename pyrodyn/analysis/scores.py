@@ -25,9 +25,12 @@ def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
 
     - ``bits_per_spike``: held-in neurons, observed entries only (null: ``null_rates``, e.g.
       the training trials' mean rates);
-    - ``co_bps``: the held-out neurons, when ``data`` has any;
+    - ``co_bps``: the held-out neurons, when ``data`` has any (observed entries before the
+      forward bins);
+    - ``fp_bps``: every neuron in the forward bins, when ``data`` has any (NLB's fp-bps: the
+      encoder never saw them);
     - with true rates: ``true_bits_per_spike`` (the ceiling, scored the same way),
-      ``true_co_bps`` with held-out neurons, and ``rate_r2``.
+      ``true_co_bps`` and ``true_fp_bps`` where those are scored, and ``rate_r2``.
     """
     heldin, mask = data.heldin_neurons, data.observed_mask()[..., data.heldin_neurons]
     null_rates = np.asarray(null_rates)
@@ -36,19 +39,31 @@ def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
         return float(bits_per_spike(predicted[..., heldin], data.spikes[..., heldin],
                                     null_rates=null_rates[heldin], mask=mask))
 
-    held = data.heldout_neurons
+    held, forward = data.heldout_neurons, data.forward_bins
+    observed = data.observed_mask(include_heldout=True)
+    seen, ahead = observed.copy(), np.zeros_like(observed)
+    if forward:
+        seen[:, -forward:], ahead[:, -forward:] = False, observed[:, -forward:]
 
     def cobps(predicted):
-        return float(co_bps(predicted, data.spikes, held, null_rates=null_rates[held]))
+        return float(co_bps(predicted, data.spikes, held, null_rates=null_rates[held],
+                            mask=seen))
+
+    def fpbps(predicted):
+        return float(bits_per_spike(predicted, data.spikes, null_rates=null_rates, mask=ahead))
 
     scores = {"bits_per_spike": bps(rates)}
     if held.size:
         scores["co_bps"] = cobps(rates)
+    if forward:
+        scores["fp_bps"] = fpbps(rates)
     truth = data.truth
     if truth is not None and truth.rates is not None:
         scores["true_bits_per_spike"] = bps(truth.rates)
         if held.size:
             scores["true_co_bps"] = cobps(truth.rates)
+        if forward:
+            scores["true_fp_bps"] = fpbps(truth.rates)
         scores["rate_r2"] = float(rate_r2(rates, truth.rates))
     return scores
 

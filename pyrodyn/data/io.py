@@ -9,6 +9,7 @@ pyrodyn's layout (the same keys in ``.npz`` and ``.h5``; all but ``spikes`` opti
 ``neuron_area``, ``areas``    area label per neuron; the area names in order
 ``split``                     "train"/"valid"/"test" per trial
 ``heldout_neurons``           indices of neurons held out for co-smoothing
+``forward_bins``              the last bins of each trial held out for forward prediction
 ``mask``                      bool (trial, time, neuron), True where observed
 ``inputs``                    float (trial, time, input) external inputs
 ``rates``, ``latents``        ground truth: rates in counts/bin; latent states
@@ -56,6 +57,7 @@ def _to_arrays(data: SpikeData) -> dict[str, Any]:
         "neuron_ids": data.neuron_ids,
         "trial_ids": data.trial_ids,
         "heldout_neurons": data.heldout_neurons,
+        "forward_bins": data.forward_bins,
         "meta": json.dumps(data.meta),
     }
     optional = {
@@ -108,7 +110,8 @@ def _from_arrays(arrays: dict[str, Any], source: str, dt: float | None = None) -
         neuron_area=get("neuron_area"),
         areas=None if get("areas") is None else tuple(get("areas").tolist()),
         trial_ids=get("trial_ids"), split=get("split"), heldout_neurons=get("heldout_neurons"),
-        mask=get("mask"), inputs=get("inputs"), truth=truth, meta=meta,
+        forward_bins=int(get("forward_bins", 0)), mask=get("mask"), inputs=get("inputs"),
+        truth=truth, meta=meta,
     )
 
 
@@ -181,8 +184,8 @@ def load_lfads_h5(path: str | os.PathLike, *, dt: float = 0.01) -> SpikeData:
     """Loads lfads-torch's HDF5 layout into one ``SpikeData`` with train/valid splits.
 
     Reads ``{train,valid}_encod_data`` (or ``{train,valid}_data``) and, when present,
-    ``*_recon_data`` (neurons beyond the encoder's are marked held out; extra bins are kept and
-    counted in ``meta["forward_bins"]``), ``*_ext_input``, ``*_truth`` (divided by
+    ``*_recon_data`` (neurons beyond the encoder's are held out; bins beyond the encoder's are
+    ``forward_bins``, hidden from the encoder and scored as forward prediction), ``*_ext_input``, ``*_truth`` (divided by
     ``conversion_factor`` to counts per bin) and ``*_inds`` (original trial order, used as ids).
     """
     path = Path(path)
@@ -244,10 +247,9 @@ def _lfads_from_arrays(arrays: dict[str, Any], source: str, dt: float) -> SpikeD
         truth = GroundTruth(rates=true_rates)
     return SpikeData(
         spikes, dt=dt, trial_ids=trial_ids, split=labels,
-        heldout_neurons=np.arange(n_encod_neurons, n_neurons), inputs=stacked("inputs"),
-        truth=truth,
-        meta={"source": source, "format": "lfads-torch",
-              "forward_bins": int(n_bins - n_encod_bins)},
+        heldout_neurons=np.arange(n_encod_neurons, n_neurons),
+        forward_bins=int(n_bins - n_encod_bins), inputs=stacked("inputs"), truth=truth,
+        meta={"source": source, "format": "lfads-torch"},
     )
 
 

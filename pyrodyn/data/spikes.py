@@ -128,6 +128,9 @@ class SpikeData:
         trial_ids: one id per trial (default ``0..K-1``); must be unique.
         split: per-trial labels from ``SPLITS``, or a dict ``{"train": indices, ...}``.
         heldout_neurons: indices of neurons held out for co-smoothing.
+        forward_bins: the last bins of every trial, held out like the held-out neurons: hidden
+            from the encoder, fit where seen in training, scored as forward prediction
+            (fp-bps; lfads-torch files whose ``recon_data`` is longer than ``encod_data``).
         mask: boolean (trial, time, neuron), True where an entry is observed.
         inputs: external inputs, (trial, time, input).
         truth: ground truth of synthetic data (rates and latents are shape-checked).
@@ -148,6 +151,7 @@ class SpikeData:
         trial_ids: Sequence | np.ndarray | None = None,
         split: Sequence[str] | np.ndarray | dict[str, Sequence[int]] | None = None,
         heldout_neurons: Sequence[int] | np.ndarray | None = None,
+        forward_bins: int = 0,
         mask: np.ndarray | None = None,
         inputs: np.ndarray | None = None,
         truth: GroundTruth | None = None,
@@ -171,6 +175,11 @@ class SpikeData:
                 [] if heldout_neurons is None else heldout_neurons, dtype=np.int64
             ), n_neurons, "neuron")
         )
+        if isinstance(forward_bins, (bool, np.bool_)) or not isinstance(
+                forward_bins, (int, np.integer)) or not 0 <= forward_bins < n_bins:
+            raise ValueError(f"forward_bins: must be a whole number in [0, {n_bins}) for trials "
+                             f"of {n_bins} bins, got {forward_bins!r}")
+        self.forward_bins = int(forward_bins)
         self.mask = None if mask is None else self._check_mask(mask)
         self.inputs = None if inputs is None else self._check_per_bin("inputs", inputs, np.float64)
         self.truth = None if truth is None else self._check_truth(truth)
@@ -304,6 +313,8 @@ class SpikeData:
             parts.append("split=" + "/".join(str(int((self.split == s).sum())) for s in SPLITS))
         if self.heldout_neurons.size:
             parts.append(f"heldout={self.heldout_neurons.size}")
+        if self.forward_bins:
+            parts.append(f"forward_bins={self.forward_bins}")
         if self.truth is not None:
             parts.append(f"truth={self.truth.system or 'yes'}")
         return f"SpikeData({', '.join(parts)})"
@@ -314,8 +325,9 @@ class SpikeData:
         fields = dict(
             dt=self.dt, neuron_ids=self.neuron_ids, neuron_area=self.neuron_area,
             areas=self.areas if self.neuron_area is not None else None, trial_ids=self.trial_ids,
-            split=self.split, heldout_neurons=self.heldout_neurons, mask=self.mask,
-            inputs=self.inputs, truth=self.truth, meta=self.meta,
+            split=self.split, heldout_neurons=self.heldout_neurons,
+            forward_bins=self.forward_bins, mask=self.mask, inputs=self.inputs, truth=self.truth,
+            meta=self.meta,
         )
         fields.update(changes)
         spikes = fields.pop("spikes", self.spikes)
@@ -327,10 +339,17 @@ class SpikeData:
         """The same trials over bins ``start:stop`` (spikes, mask, inputs and truth); e.g.
         the bins a forward prediction may see, ``data.select_bins(0, n_bins - forward)``."""
         window = slice(start, stop)
-        if not len(range(self.n_bins)[window]):
+        kept = range(self.n_bins)[window]
+        if not len(kept):
             raise ValueError(f"bins: {start}:{stop} selects no bins of {self.n_bins}")
+        if window.step not in (None, 1):
+            raise ValueError(f"bins: a contiguous window, got step {window.step}")
+        first_forward = self.n_bins - self.forward_bins
+        forward = max(0, kept.stop - max(kept.start, first_forward)) if self.forward_bins else 0
+        if forward >= len(kept):
+            raise ValueError(f"bins: {start}:{stop} holds only forward bins")
         return self.replace(
-            spikes=self.spikes[:, window],
+            spikes=self.spikes[:, window], forward_bins=forward,
             mask=None if self.mask is None else self.mask[:, window],
             inputs=None if self.inputs is None else self.inputs[:, window],
             truth=None if self.truth is None else self.truth.select_bins(window))
@@ -343,6 +362,8 @@ class SpikeData:
         digest = hashlib.sha256()
         parts = [self.spikes, self.mask, self.inputs, self.split, self.heldout_neurons,
                  np.asarray(self.dt), np.asarray(self.neuron_ids).astype(str)]
+        if self.forward_bins:  # (absent from the hash otherwise: earlier runs keep theirs)
+            parts.append(np.asarray(self.forward_bins))
         for part in parts:
             if part is None:
                 digest.update(b"none")
@@ -405,7 +426,8 @@ class SpikeData:
 
     def observed_mask(self, trials: np.ndarray | None = None, *,
                       include_heldout: bool = False) -> np.ndarray:
-        """Boolean (trial, time, neuron): observed entries, minus held-out neurons by default.
+        """Boolean (trial, time, neuron): observed entries, minus held-out neurons and forward
+        bins by default.
 
         ``trials`` restricts it to those trial indices (built for them only).
         """
@@ -414,6 +436,8 @@ class SpikeData:
                 else self.mask[index])
         if not include_heldout:
             mask[:, :, self.heldout_neurons] = False
+            if self.forward_bins:
+                mask[:, -self.forward_bins:] = False
         return mask
 
     def area(self, name: str) -> SpikeData:
@@ -451,12 +475,13 @@ class SpikeData:
 
         ``mask`` marks every observed entry, held-out neurons included: they are fit on the
         trials that show them, like any neuron. ``encoder_mask`` hides the held-out neurons
-        from an encoder (unless ``include_heldout``), so their rates are predicted from the
-        held-in neurons alone (co-smoothing). Either is None when it would be all True.
+        and the forward bins from an encoder (unless ``include_heldout``), so their rates are
+        predicted from the held-in neurons and earlier bins alone (co-smoothing, forward
+        prediction). Either is None when it would be all True.
         """
         index = np.arange(self.n_trials) if trials is None else np.asarray(trials)
         observed = self.observed_mask(index, include_heldout=True)
-        hide = self.heldout_neurons.size and not include_heldout
+        hide = (self.heldout_neurons.size or self.forward_bins) and not include_heldout
         visible = self.observed_mask(index) if hide else observed
 
         def tensor(mask):

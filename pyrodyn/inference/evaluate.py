@@ -21,7 +21,7 @@ __all__ = ["evaluate"]
 
 
 def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: int = 10,
-             refine_steps: int = 0, device: str = "cpu",
+             refine_steps: int = 0, device: str | None = None,
              train_latents: np.ndarray | None = None, fp_starts: int = 500,
              forward_bins: int = 0) -> dict[str, float]:
     """Metrics of the posterior-mean rates on ``test`` trials.
@@ -34,14 +34,20 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: in
     - With known fixed points and a model with a vector field (``model.field``): fixed-point
       recovery, ``fp_*`` (``analysis.fixed_points.fixed_point_scores``, ``fp_starts`` starts).
 
+    - With forward bins in the data (``test.forward_bins``, e.g. an lfads-torch file), their
+      ``fp_bps``: the encoder never saw them (``score_rates``).
     - With ``forward_bins``: ``fp_bps``, bits per spike (every neuron) of the last
       ``forward_bins`` bins predicted from the bins before them (``forward_rates``), and with
       true rates ``true_fp_bps``, the true rates' figure on the same entries.
 
-    ``refine_steps`` refines every trial's posterior first (see ``posterior``).
+    ``refine_steps`` refines every trial's posterior first (see ``posterior``); ``device``: where
+    to run (default: where the model's parameters are).
     ``train_latents``: the training trials' posterior means when already at hand (scoring
     several splits then derives them once: ``posterior_means(...)[0]``).
     """
+    if forward_bins and test.forward_bins:
+        raise ValueError(f"forward_bins: the data hold their own {test.forward_bins} forward "
+                         "bins, scored as fp_bps; leave forward_bins at 0")
     options = dict(num_samples=num_samples, refine_steps=refine_steps, device=device)
     latents, rates = posterior_means(model, guide, test, **options)
     null = mean_rates(train.spikes, mask=train.observed_mask(include_heldout=True))

@@ -40,7 +40,7 @@ from ..models import sites
 from ..models.likelihoods import Likelihood, PoissonLikelihood
 from .guides import per_trial_trials
 from .refine import _site_moments, refine
-from .traces import model_args, replay
+from .traces import model_args, model_device, replay
 
 __all__ = ["Evidence", "heldout_evidence", "importance_log_marginal", "per_trial_bits"]
 
@@ -217,7 +217,7 @@ def _importance(model, guide, kwargs, num_particles):
 
 def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
                      num_particles: int = 64, refine_steps: int = 0, batch_size: int = 256,
-                     device: str = "cpu", seed: int | None = 0) -> Evidence:
+                     device: str | torch.device | None = None, seed: int | None = 0) -> Evidence:
     """Held-out evidence of a fitted model on the trials of ``test`` (see the module
     docstring). ``train`` gives the null model's mean rates; ``refine_steps`` refines each
     trial's proposal first (``pyrodyn.inference.refine``), as the recipe's scores do. The
@@ -231,6 +231,7 @@ def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
                          "on; held-out evidence needs an amortized guide")
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    device = model_device(model, device)
     estimates, errors, batch_rates = [], [], []
     model.eval()
     guide.eval()

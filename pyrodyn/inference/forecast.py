@@ -28,14 +28,14 @@ from ..models import sites
 from ..models.base import SpikeModel
 from ..models.paths import MarkovPath
 from .refine import refine
-from .traces import model_args
+from .traces import model_args, model_device
 
 __all__ = ["forward_rates"]
 
 
 def forward_rates(model: SpikeModel, guide, data: SpikeData, *, forward_bins: int,
                   num_samples: int = 20, refine_steps: int = 0, batch_size: int = 256,
-                  device: str | torch.device = "cpu", seed: int | None = 0) -> np.ndarray:
+                  device: str | torch.device | None = None, seed: int | None = 0) -> np.ndarray:
     """Posterior-predictive mean rates (trial, forward_bins, neuron) of the last
     ``forward_bins`` bins of every trial of ``data``, given only the bins before them.
 
@@ -49,6 +49,7 @@ def forward_rates(model: SpikeModel, guide, data: SpikeData, *, forward_bins: in
         raise ValueError(f"num_samples and batch_size: must be >= 1, got {num_samples}, "
                          f"{batch_size}")
     seen = data.select_bins(0, data.n_bins - forward_bins)
+    device = model_device(model, device)
     model.eval()
     guide.eval()
     out = []

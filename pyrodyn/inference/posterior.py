@@ -39,7 +39,7 @@ from ..models.base import SpikeModel
 from .export import to_inference_data
 from .guides import per_trial_trials
 from .refine import refine
-from .traces import model_args, replay
+from .traces import model_args, model_device, replay
 
 __all__ = ["Posterior", "posterior", "iter_posterior", "posterior_means"]
 
@@ -106,7 +106,7 @@ def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
-              batch_size: int = 256, device: str | torch.device = "cpu",
+              batch_size: int = 256, device: str | torch.device | None = None,
               include_heldout: bool = False, refine_steps: int = 0,
               seed: int | None = 0) -> Posterior:
     """Draws ``num_samples`` posterior samples for every trial of ``data``, in memory
@@ -137,7 +137,7 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
 
 
 def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
-                   batch_size: int = 256, device: str | torch.device = "cpu",
+                   batch_size: int = 256, device: str | torch.device | None = None,
                    include_heldout: bool = False, refine_steps: int = 0,
                    seed: int | None = 0, trials: np.ndarray | None = None
                    ) -> Iterator[Posterior]:
@@ -146,6 +146,7 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
     ``trials``: indices of the trials of ``data`` to draw for (default all), so a split of a
     large file needs no copy of its own."""
     trials = np.arange(data.n_trials) if trials is None else np.asarray(trials)
+    device = model_device(model, device)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size: must be >= 1, got {num_samples}, "
                          f"{batch_size}")

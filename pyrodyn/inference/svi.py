@@ -537,7 +537,8 @@ class _Run:
                     result.elapsed = elapsed_before + now - clock
                     bar.update(1)
                     done = step + 1
-                    if self.valid is not None and (done % o.eval_every == 0 or done == o.steps):
+                    last_step = o.budget is None and done == o.steps  # a budget ends on time
+                    if self.valid is not None and (done % o.eval_every == 0 or last_step):
                         stop = self.validate(done)
                         last = result.valid[-1]
                         for name, value in last.items():
@@ -549,7 +550,7 @@ class _Run:
                             result.stop_reason = "early_stopping"
                             break
                     if not progress and o.progress_every is not None and distributed.is_main() and (
-                            now - last_line >= o.progress_every or done == o.steps):
+                            now - last_line >= o.progress_every or last_step):
                         log.info(_progress_line(result, o, loss.item()))
                         last_line = now
                     if done % o.checkpoint_every == 0 or (

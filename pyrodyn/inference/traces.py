@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from pyro import poutine
 
 from ..data.spikes import SpikeBatch
 
-__all__ = ["model_args", "replay"]
+__all__ = ["model_args", "replay", "model_device"]
+
+
+def model_device(model, device: str | torch.device | None = None) -> torch.device:
+    """``device``, or where None the device of ``model``'s parameters (CPU without any): the
+    scoring and drawing functions then run where the fit left the model."""
+    if device is not None:
+        return torch.device(device)
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def model_args(batch: SpikeBatch, num_trials: int, **extra: Any) -> dict[str, Any]:

@@ -164,3 +164,32 @@ def test_nwb_unknown_column_is_a_clear_error(tmp_path):
         load(path, dt=0.1, area_column="area")
     with pytest.raises(ValueError, match="holds no bin"):
         load(path, dt=0.1, window=(0.0, 0.05))
+
+
+def test_lfads_forward_bins_are_hidden_from_the_encoder_and_scored(tmp_path):
+    from pyrodyn.analysis.scores import score_rates
+
+    rng = np.random.default_rng(0)
+    train, valid = rng.poisson(1.0, (7, 12, 6)), rng.poisson(1.0, (3, 12, 6))
+    with h5py.File(tmp_path / "lfads.h5", "w") as f:
+        f["train_encod_data"], f["valid_encod_data"] = train[:, :9, :4], valid[:, :9, :4]
+        f["train_recon_data"], f["valid_recon_data"] = train, valid
+    data = load(tmp_path / "lfads.h5")
+    assert data.forward_bins == 3 and data.heldout_neurons.tolist() == [4, 5]
+    batch = data.to_batch()
+    assert not batch.encoder_mask[:, 9:].any() and batch.encoder_mask[:, :9, :4].all()
+    assert batch.mask is None  # every count is fit where seen in training
+    assert not data.observed_mask()[:, 9:].any()
+    save(data, tmp_path / "round.npz")
+    assert load(tmp_path / "round.npz").forward_bins == 3
+    assert data.select_bins(0, 10).forward_bins == 1 and data.select_bins(0, 9).forward_bins == 0
+    rates = np.ones(data.shape)
+    scores = score_rates(rates, data, null_rates=np.ones(6))
+    assert scores["fp_bps"] == pytest.approx(0.0) and scores["co_bps"] == pytest.approx(0.0)
+    better = rates.copy()
+    better[:, 9:] = np.maximum(data.spikes[:, 9:], 0.1)  # better only in the forward bins
+    moved = score_rates(better, data, null_rates=np.ones(6))
+    assert moved["fp_bps"] > 0 and moved["co_bps"] == pytest.approx(0.0)
+    assert moved["bits_per_spike"] == pytest.approx(scores["bits_per_spike"])
+    with pytest.raises(ValueError, match="forward_bins: must be a whole number"):
+        data.replace(forward_bins=12)

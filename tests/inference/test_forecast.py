@@ -43,3 +43,24 @@ def test_evaluate_reports_forward_prediction(fitted):
     assert np.isfinite(scores["fp_bps"]) and scores["true_fp_bps"] > 0
     with pytest.raises(ValueError, match="forward_bins"):
         forward_rates(model, guide, data.select("test"), forward_bins=24)
+
+
+def test_the_data_s_own_forward_bins_are_never_seen_and_scored(fitted):
+    """Forward bins held in the data (lfads-torch files): hidden from the encoder and from
+    refinement, scored as fp_bps by evaluate and by fit's validation."""
+    data, model, guide = fitted
+    held = data.replace(forward_bins=6)
+    test = held.select("test")
+    scores = evaluate(model, guide, held.select("train"), test, refine_steps=2, fp_starts=0)
+    assert np.isfinite(scores["fp_bps"]) and scores["true_fp_bps"] > 0
+    spikes = test.spikes.copy()
+    spikes[:, -6:] = spikes[:, -6:][:, ::-1] + 3  # other counts in the forward bins
+    again = evaluate(model, guide, held.select("train"), test.replace(spikes=spikes),
+                     refine_steps=2, fp_starts=0)
+    assert again["bits_per_spike"] == pytest.approx(scores["bits_per_spike"], rel=1e-5)
+    assert again["fp_bps"] != pytest.approx(scores["fp_bps"])  # scored on the new counts
+    with pytest.raises(ValueError, match="hold their own 6 forward bins"):
+        evaluate(model, guide, held.select("train"), test, forward_bins=3)
+    result = fit(model, guide, held.select("train"), valid=held.select("valid"), steps=2,
+                 batch_size=10, eval_every=1, progress=False, curriculum=None)
+    assert np.isfinite(result.valid[-1]["fp_bps"])
