@@ -3,6 +3,7 @@
 import csv
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -37,13 +38,14 @@ def test_the_default_space_holds_the_recipe():
     assert set(point) == {"lr", "batch_size", "hidden", "encoder_hidden", "diffusion"}
 
 
-def _completed(study_dir):
+def _completed(study_dir) -> int:
+    """Completed trials, read straight from the SQLite file (read-only: opening it through
+    Optuna would race the tuner creating its schema)."""
     try:
-        study = optuna.load_study(study_name="pyrodyn",
-                                  storage=f"sqlite:///{study_dir}/study.db")
-    except KeyError:  # the file exists before the study is in it
-        return []
-    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        with sqlite3.connect(f"file:{study_dir}/study.db?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # no file or no table yet
+        return 0
 
 
 @pytest.mark.slow
@@ -51,17 +53,21 @@ def test_a_killed_study_resumes_and_its_best_config_reruns(data_path, tmp_path, 
     out = tmp_path / "study"
     command = [sys.executable, "-m", "pyrodyn.cli", "tune", str(data_path), "--out", str(out),
                "--budget", "16", "--trials", "4", "--num-particles", "4", "--set", *SMALL]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    log = open(tmp_path / "tune.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                env=dict(os.environ, PYTHONHASHSEED="0"))
     deadline = time.time() + 120
-    while not ((out / "study.db").exists() and _completed(out)):
-        assert process.poll() is None, "tune ended before it could be killed"
+    while not _completed(out):
+        assert process.poll() is None, (f"tune ended before it could be killed:\n"
+                                        f"{(tmp_path / 'tune.log').read_text()}")
         assert time.time() < deadline, "no trial completed within 2 minutes"
         time.sleep(0.5)
     time.sleep(1.0)  # inside trial 1's fit
     process.send_signal(signal.SIGKILL)
     process.wait()
-    first = _completed(out)
+    log.close()
+    study = optuna.load_study(study_name="pyrodyn", storage=f"sqlite:///{out}/study.db")
+    first = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert first and first[0].number == 0
     assert first[0].user_attrs["config"]["batch_size"] == RunConfig().batch_size  # the recipe
     assert main(["tune", str(data_path), "--out", str(out), "--budget", "16", "--trials", "4",

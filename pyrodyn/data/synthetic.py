@@ -22,6 +22,7 @@ import numpy as np
 
 from .spikes import GroundTruth, SpikeData
 from .systems import (
+    Arneodo,
     DrivenPair,
     DynamicalSystem,
     FlipFlop,
@@ -30,6 +31,7 @@ from .systems import (
     Lorenz,
     MultiArea,
     RingAttractor,
+    Rossler,
     build_system,
     integrate,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "simulate",
     "embed",
     "lorenz",
+    "rossler",
+    "arneodo",
     "limit_cycle",
     "ring_attractor",
     "line_attractor",
@@ -169,6 +173,10 @@ def _generator(cls: type[DynamicalSystem], doc: str):
 
 
 lorenz = _generator(Lorenz, "Lorenz attractor (3 latents): chaotic, three unstable fixed points.")
+rossler = _generator(Rossler, "Rössler attractor (3 latents): chaotic, two unstable "
+                     "saddle-foci.")
+arneodo = _generator(Arneodo, "Arneodo attractor (3 latents): chaotic, three unstable fixed "
+                     "points.")
 limit_cycle = _generator(LimitCycle, "Stable limit cycle (2 latents) around an unstable focus.")
 ring_attractor = _generator(RingAttractor, "Ring attractor (2 latents) moved by input pulses.")
 line_attractor = _generator(LineAttractor, "Line attractor (2 latents) integrating input pulses.")
@@ -203,6 +211,8 @@ def bidirectional_pair(**options: Any) -> SpikeData:
 
 GENERATORS = {
     "lorenz": lorenz,
+    "rossler": rossler,
+    "arneodo": arneodo,
     "limit_cycle": limit_cycle,
     "ring_attractor": ring_attractor,
     "line_attractor": line_attractor,

@@ -20,6 +20,8 @@ import numpy as np
 __all__ = [
     "DynamicalSystem",
     "Lorenz",
+    "Rossler",
+    "Arneodo",
     "LimitCycle",
     "RingAttractor",
     "LineAttractor",
@@ -165,6 +167,83 @@ class Lorenz(DynamicalSystem):
         # Run each start onto the attractor before the trial begins.
         substeps = max(1, round(self.burn_in / self.time_step)) * 10
         return integrate(self.field, z0, 2, self.burn_in, substeps=substeps)[:, 1]
+
+
+class _BurnedIn(DynamicalSystem):
+    """A chaotic flow whose trials start on its attractor: a point of the attractor (``start``
+    run for ``burn_in`` time units), perturbed by ``spread`` and run for ``burn_in`` again, so
+    the starts spread over the attractor and none leaves its basin. Fixed points (``_points``)
+    are labelled by their Jacobian's eigenvalues."""
+
+    dim = 3
+    start = np.array([1.0, 1.0, 0.0])
+    spread = 0.5
+
+    def initial_states(self, rng, n_trials):
+        substeps = max(1, round(self.burn_in / self.time_step)) * 10
+        settle = lambda z: integrate(self.field, z, 2, self.burn_in, substeps=substeps)[:, 1]  # noqa: E731
+        on_attractor = settle(self.start[None])
+        return settle(on_attractor + rng.normal(0.0, self.spread, (n_trials, 3)))
+
+    def fixed_points(self):
+        points = self._points()
+        return points, tuple(classify_stability(np.linalg.eigvals(jacobian(self.field, p)))
+                             for p in points)
+
+
+class Rossler(_BurnedIn):
+    """The Rössler system, chaotic for the classic a=0.2, b=0.2, c=5.7 (Rössler 1976):
+    ``x' = -y - z, y' = x + a y, z' = b + z (x - c)``; two saddle-foci. One bin is 0.1 time
+    units (a trial of 100 bins spans about 1.7 turns)."""
+
+    name = "rossler"
+
+    def __init__(self, a: float = 0.2, b: float = 0.2, c: float = 5.7, time_step: float = 0.1,
+                 burn_in: float = 50.0) -> None:
+        self.a, self.b, self.c = float(a), float(b), float(c)
+        self.time_step, self.burn_in = float(time_step), float(burn_in)
+
+    @property
+    def params(self):
+        return dict(a=self.a, b=self.b, c=self.c, time_step=self.time_step,
+                    burn_in=self.burn_in)
+
+    def field(self, z, u=None):
+        x, y, w = z[..., 0], z[..., 1], z[..., 2]
+        return np.stack([-y - w, x + self.a * y, self.b + w * (x - self.c)], -1)
+
+    def _points(self):
+        root = np.sqrt(self.c ** 2 - 4 * self.a * self.b)
+        xs = np.array([(self.c - root) / 2, (self.c + root) / 2])
+        return np.stack([xs, -xs / self.a, xs / self.a], -1)
+
+
+class Arneodo(_BurnedIn):
+    """The Arneodo system (Arneodo, Coullet & Tresser 1981), chaotic for a=-5.5, b=3.5, c=1,
+    d=-1 (the parameters of the dysts package): ``x' = y, y' = w, w' = -a x - b y - c w +
+    d x^3``; a saddle at the origin and two saddle-foci at x = +-sqrt(a/d). One bin is 0.1
+    time units (a trial of 100 bins spans about 1.5 turns)."""
+
+    name = "arneodo"
+
+    def __init__(self, a: float = -5.5, b: float = 3.5, c: float = 1.0, d: float = -1.0,
+                 time_step: float = 0.1, burn_in: float = 50.0) -> None:
+        self.a, self.b, self.c, self.d = float(a), float(b), float(c), float(d)
+        self.time_step, self.burn_in = float(time_step), float(burn_in)
+
+    @property
+    def params(self):
+        return dict(a=self.a, b=self.b, c=self.c, d=self.d, time_step=self.time_step,
+                    burn_in=self.burn_in)
+
+    def field(self, z, u=None):
+        x, y, w = z[..., 0], z[..., 1], z[..., 2]
+        return np.stack([y, w, -self.a * x - self.b * y - self.c * w + self.d * x ** 3], -1)
+
+    def _points(self):
+        xs = [0.0] + ([] if self.a / self.d <= 0 else  # w' = 0: d x^2 = a
+                      [np.sqrt(self.a / self.d), -np.sqrt(self.a / self.d)])
+        return np.array([[x, 0.0, 0.0] for x in xs])
 
 
 class LimitCycle(DynamicalSystem):
@@ -473,8 +552,8 @@ class DrivenPair(DynamicalSystem):
 
 
 SYSTEMS: dict[str, type[DynamicalSystem]] = {
-    cls.name: cls for cls in (Lorenz, LimitCycle, RingAttractor, LineAttractor, FlipFlop, MultiArea,
-                              DrivenPair)
+    cls.name: cls for cls in (Lorenz, Rossler, Arneodo, LimitCycle, RingAttractor, LineAttractor,
+                              FlipFlop, MultiArea, DrivenPair)
 }
 
 

@@ -135,3 +135,16 @@ def test_driven_pair_locks_after_burn_in():
     fitted, *_ = np.linalg.lstsq(design, locked.truth.latents[:, 0, 2], rcond=None)
     residual = locked.truth.latents[:, 0, 2] - design @ fitted
     assert residual.std() < 0.01 < np.abs(fitted[:2]).max()
+
+
+def test_rossler_and_arneodo_trials_lie_on_their_published_attractors():
+    """Burned-in starts are on the attractor from the first bin: the classic Rössler band
+    (x in about [-9, 12], rare z bursts to about 20) and Arneodo's double scroll (around both
+    saddle-foci x = +-sqrt(5.5))."""
+    rossler = synthetic.rossler(n_trials=30, n_bins=100, seed=0).truth.latents
+    assert -12 < rossler[..., 0].min() < -6 and 8 < rossler[..., 0].max() < 14
+    assert rossler[..., 2].min() > -0.1 and 10 < rossler[..., 2].max() < 30
+    assert np.abs(rossler[:, 0] - rossler[:, 0].mean(0)).max() > 3  # starts spread on it
+    arneodo = synthetic.arneodo(n_trials=30, n_bins=100, seed=0).truth.latents
+    assert np.abs(arneodo).max() < 15
+    assert (arneodo[..., 0] > 1).any() and (arneodo[..., 0] < -1).any()
