@@ -140,16 +140,17 @@ def plot_selection(rows):
     return fig
 
 
-def plot_tuning(trials, scores, errors, score_name: str):
+def plot_tuning(trials, scores, errors, label: str):
     """Held-out score of each completed trial of ``pyrodyn.tuning.tune`` with its standard
-    error over validation trials; trial 0 (the recipe) as a dashed line, the best ringed."""
+    error (as a difference to the recipe's, paired over validation trials, where trial 0 is
+    the recipe); the best ringed."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.errorbar(trials, scores, yerr=errors, fmt="o", ms=4, capsize=3)
     if 0 in trials:
         ax.axhline(scores[trials.index(0)], color="0.6", ls="--", lw=0.8, label="recipe")
     best = int(np.nanargmax(scores))
     ax.plot(trials[best], scores[best], "o", ms=12, mfc="none", mec="k", label="best")
-    ax.set(xlabel="trial", ylabel=score_name.replace("_", " "))
+    ax.set(xlabel="trial", ylabel=label.replace("_", " "))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

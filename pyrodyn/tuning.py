@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .config import RunConfig, build_run
@@ -140,6 +141,12 @@ def tune(data: SpikeData, out: str | Path, *, budget: float, n_trials: int | Non
                                     device=trial_config.device, seed=trial_config.seed)
         summary = evidence.summary()
         trial.set_user_attr("se", summary[f"{score_name}_se"])
+        # per validation trial, for differences paired with the recipe's (trials.csv)
+        co = score_name == "co_bps"  # bits / held-out spikes, or mean log p: a ratio of sums
+        pointwise = evidence.co_bits if co else evidence.log_marginal
+        weights = evidence.co_spikes if co else np.ones_like(pointwise)
+        trial.set_user_attr("pointwise", [float(v) for v in pointwise])
+        trial.set_user_attr("weights", [float(v) for v in weights])
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", result.elapsed)
         logger.info("tune: trial %d: %s %.4f ± %.4f (%s)", trial.number, score_name,
@@ -186,13 +193,28 @@ def _retry_cut_off_trials(study, optuna) -> None:
         logger.info("tune: trial %d was cut off; running its parameters again", trial.number)
 
 
+def _paired(trial, recipe) -> tuple[float, float]:
+    """``trial``'s score minus the recipe's on the same validation trials, and the standard
+    error of that difference, paired over trials (nan where either has none)."""
+    from .inference.evidence import _ratio
+
+    if recipe is None or "pointwise" not in trial.user_attrs:
+        return math.nan, math.nan
+    diff = np.subtract(trial.user_attrs["pointwise"], recipe.user_attrs["pointwise"])
+    return _ratio(diff, np.asarray(trial.user_attrs["weights"]))
+
+
 def _write_results(study, out: Path, config: RunConfig, score_name: str,
                    per_trial: float) -> None:
     from . import plots, runs
 
+    recipe = next((t for t in study.trials if t.number == 0 and t.state.name == "COMPLETE"),
+                  None)
     rows = [{"trial": t.number, "state": t.state.name, score_name: t.value,
-             "se": t.user_attrs.get("se"), "steps": t.user_attrs.get("steps"),
-             "seconds": t.user_attrs.get("seconds"), **t.params} for t in study.trials]
+             "se": t.user_attrs.get("se"),
+             **dict(zip(("diff_to_recipe", "diff_se"), _paired(t, recipe))),
+             "steps": t.user_attrs.get("steps"), "seconds": t.user_attrs.get("seconds"),
+             **t.params} for t in study.trials]
     keys = list(dict.fromkeys(k for row in rows for k in row))
     with open(out / "trials.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
@@ -203,7 +225,10 @@ def _write_results(study, out: Path, config: RunConfig, score_name: str,
         raise ValueError("tune: no trial completed (see the log for why)")
     best = _with(config, {**study.best_trial.user_attrs["config"], "budget": per_trial})
     runs.write_text(out / "best.yaml", yaml.safe_dump(best.to_dict(), sort_keys=False))
-    runs.save_figure(plots.plot_tuning([t.number for t in complete],
-                                       [t.value for t in complete],
-                                       [t.user_attrs.get("se", math.nan) for t in complete],
-                                       score_name), out / "tune.png", dpi=120)
+    shown = [row for row in rows if row["state"] == "COMPLETE"]
+    paired = recipe is not None
+    runs.save_figure(plots.plot_tuning(
+        [row["trial"] for row in shown],
+        [row["diff_to_recipe" if paired else score_name] for row in shown],
+        [row["diff_se" if paired else "se"] for row in shown],
+        f"{score_name} - recipe's" if paired else score_name), out / "tune.png", dpi=120)

@@ -79,7 +79,10 @@ def test_a_killed_study_resumes_and_its_best_config_reruns(data_path, tmp_path, 
     states = [row["state"] for row in rows]
     assert states[0] == "COMPLETE" and "FAIL" in states  # the cut-off trial, marked failed
     assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 4  # ... and run again
-    assert all(np.isfinite(float(row["co_bps"])) for row in rows if row["state"] == "COMPLETE")
+    done = [row for row in rows if row["state"] == "COMPLETE"]
+    assert all(np.isfinite(float(row["co_bps"])) for row in done)
+    assert float(done[0]["diff_to_recipe"]) == 0.0  # trial 0 is the recipe
+    assert all(float(row["diff_se"]) > 0 for row in done[1:])  # paired over trials
     best = RunConfig.from_sources(out / "best.yaml")
     assert best.budget == pytest.approx(4.0) and best.hidden in (32, 64, 128, 256)
     assert main(["fit", str(data_path), "--out", str(tmp_path / "rerun"), "--quiet",

@@ -185,8 +185,9 @@ def load_lfads_h5(path: str | os.PathLike, *, dt: float = 0.01) -> SpikeData:
 
     Reads ``{train,valid}_encod_data`` (or ``{train,valid}_data``) and, when present,
     ``*_recon_data`` (neurons beyond the encoder's are held out; bins beyond the encoder's are
-    ``forward_bins``, hidden from the encoder and scored as forward prediction), ``*_ext_input``, ``*_truth`` (divided by
-    ``conversion_factor`` to counts per bin) and ``*_inds`` (original trial order, used as ids).
+    ``forward_bins``, hidden from the encoder and scored as forward prediction),
+    ``*_ext_input``, ``*_truth`` (divided by ``conversion_factor`` to counts per bin) and
+    ``*_inds`` (original trial order, used as ids).
     """
     path = Path(path)
     with h5py.File(path, "r") as f:
