@@ -56,6 +56,16 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     _add_data_options(command)
 
 
+def _add_search_options(command: argparse.ArgumentParser) -> None:
+    """The options ``select`` and ``tune`` share: the recipe, its scoring and the data."""
+    command.add_argument("--num-particles", type=int, default=32,
+                         help="importance samples per validation trial")
+    command.add_argument("--config", help="YAML file of RunConfig options (the recipe)")
+    command.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
+    command.add_argument("--seed", type=int)
+    _add_data_options(command)
+
+
 def _add_data_options(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group("reading the data file")
     group.add_argument("--dt", type=float, help="bin width in seconds (NWB; .npz/.h5 files "
@@ -554,12 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated (default affine,flow)")
     sel.add_argument("--budget", type=float, help="seconds of fitting for the whole ladder "
                                                   "(default: the recipe for each)")
-    sel.add_argument("--num-particles", type=int, default=32,
-                     help="importance samples per validation trial")
-    sel.add_argument("--config", help="YAML file of RunConfig options (the recipe)")
-    sel.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
-    sel.add_argument("--seed", type=int)
-    _add_data_options(sel)
+    _add_search_options(sel)
     sel.set_defaults(run=_select)
 
     tun = commands.add_parser("tune", help="search the recipe's options by held-out evidence "
@@ -570,12 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--budget", type=float, required=True,
                      help="seconds of fitting for the whole study, shared by the trials")
     tun.add_argument("--trials", type=int, help="trials in all (default: one per 2 minutes)")
-    tun.add_argument("--num-particles", type=int, default=32,
-                     help="importance samples per validation trial")
-    tun.add_argument("--config", help="YAML file of RunConfig options (the recipe)")
-    tun.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
-    tun.add_argument("--seed", type=int)
-    _add_data_options(tun)
+    _add_search_options(tun)
     tun.set_defaults(run=_tune)
 
     demo = commands.add_parser("demo", help="simulate Lorenz, fit, score against the truth, "
