@@ -94,9 +94,18 @@ def tune(data: SpikeData, out: str | Path, *, budget: float, n_trials: int | Non
             naming an unknown option.
     """
     optuna = _optuna()
+    quiet = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # pyrodyn logs each trial itself
+    try:
+        return _tune(optuna, data, Path(out), budget=budget, n_trials=n_trials,
+                     config=config or RunConfig(), space=space, num_particles=num_particles)
+    finally:  # Optuna's logging as the caller had it
+        optuna.logging.set_verbosity(quiet)
+
+
+def _tune(optuna, data, out, *, budget, n_trials, config, space, num_particles):
     from .inference import fit, heldout_evidence
 
-    config = config or RunConfig()
     if not (isinstance(budget, (int, float)) and budget > 0):
         raise ValueError(f"budget: seconds of fitting must be > 0, got {budget!r}")
     n_trials = max(3, round(budget / 120)) if n_trials is None else n_trials
@@ -106,7 +115,6 @@ def tune(data: SpikeData, out: str | Path, *, budget: float, n_trials: int | Non
         raise ValueError("data: tuning scores on validation trials; the data have none")
     train, valid = data.select("train"), data.select("valid")
     score_name, per_trial = objective_name(data), budget / n_trials
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name="pyrodyn", storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True,
@@ -172,7 +180,6 @@ def _optuna():
         import optuna
     except ImportError:
         raise ValueError("tune: needs optuna (pip install 'pyrodyn[tune]')") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
 
@@ -188,7 +195,7 @@ def _recipe_point(space: Space, config: RunConfig, optuna) -> dict[str, Any] | N
 def _retry_cut_off_trials(study, optuna) -> None:
     """A trial left RUNNING by a killed process failed; its parameters run again."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params)
         logger.info("tune: trial %d was cut off; running its parameters again", trial.number)
 

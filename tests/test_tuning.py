@@ -70,8 +70,10 @@ def test_a_killed_study_resumes_and_its_best_config_reruns(data_path, tmp_path, 
     first = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert first and first[0].number == 0
     assert first[0].user_attrs["config"]["batch_size"] == RunConfig().batch_size  # the recipe
+    verbosity = optuna.logging.get_verbosity()
     assert main(["tune", str(data_path), "--out", str(out), "--budget", "16", "--trials", "4",
                  "--num-particles", "4", "--set", *SMALL]) == 0
+    assert optuna.logging.get_verbosity() == verbosity  # Optuna's logging left as it was
     printed = capsys.readouterr().out
     assert "best trial" in printed
     with open(out / "trials.csv") as f:
