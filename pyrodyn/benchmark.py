@@ -331,7 +331,6 @@ def plot_phase_portraits(results: Sequence[dict[str, Any]], out: Path) -> list[P
     (first two dimensions)."""
     from . import plots
 
-    plt = plots.plt
     by_system: dict[tuple, list] = {}
     for result in results:
         row = result["row"]
@@ -340,8 +339,8 @@ def plot_phase_portraits(results: Sequence[dict[str, Any]], out: Path) -> list[P
     for (system, embedding), members in by_system.items():
         first = min(r["row"]["seed"] for r in members)
         members = [r for r in members if r["row"]["seed"] == first]
-        fig, axes = plt.subplots(1, len(members) + 1, figsize=(3.2 * (len(members) + 1), 3.2),
-                                 squeeze=False)
+        fig, axes = plots.subplots(1, len(members) + 1,
+                                   figsize=(3.2 * (len(members) + 1), 3.2), squeeze=False)
         true_states = members[0]["portrait"]["true_test"][..., :2].reshape(-1, 2)
         low, high = true_states.min(0), true_states.max(0)
         low, high = low - 0.3 * (high - low), high + 0.3 * (high - low)
@@ -360,7 +359,6 @@ def plot_phase_portraits(results: Sequence[dict[str, Any]], out: Path) -> list[P
         fig.tight_layout()
         path = out / f"phase_{system}_{embedding}.png"
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         written.append(path)
     return written
 

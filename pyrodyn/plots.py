@@ -1,6 +1,8 @@
 """Figures of a fit: the loss curve, inferred against true latents, rates against spikes.
 
-Every function returns a matplotlib ``Figure`` (the Agg backend is fine headless).
+Every function returns a matplotlib ``Figure`` made without pyplot: no backend is chosen and no
+figure is registered anywhere, so importing or calling this module changes no global state
+(``fig.savefig`` works headless; a notebook shows the figure it returns).
 
 Example (with a fitted ``result``)::
 
@@ -10,19 +12,23 @@ Example (with a fitted ``result``)::
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = ["subplots", "plot_loss", "plot_latents", "plot_rates", "plot_area_graph",
+           "plot_communication", "plot_selection", "plot_reliability", "plot_tuning"]
 
-__all__ = ["plot_loss", "plot_latents", "plot_rates", "plot_area_graph", "plot_communication",
-           "plot_selection", "plot_reliability", "plot_tuning"]
+
+def subplots(*grid, figsize=None, **options):
+    """``(figure, axes)`` like ``pyplot.subplots``, without pyplot's global figure manager."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **options)
 
 
 def plot_loss(losses, valid=()):
     """Training loss per step and validation loss per evaluation."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.7, label="train (per trial)")
     if valid:
         ax.plot([v["step"] for v in valid], [v["loss"] for v in valid], "o-", ms=3,
@@ -45,7 +51,7 @@ def plot_latents(time, draws, true=None, *, trial: int = 0, level: float = 0.9):
     draws = np.asarray(draws)[:, trial]
     lower, upper = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
     dims = draws.shape[-1]
-    fig, axes = plt.subplots(dims, 1, figsize=(7, 1.8 * dims), sharex=True, squeeze=False)
+    fig, axes = subplots(dims, 1, figsize=(7, 1.8 * dims), sharex=True, squeeze=False)
     for d, ax in enumerate(axes[:, 0]):
         ax.fill_between(time, lower[:, d], upper[:, d], alpha=0.3, label=f"{level:.0%} interval")
         ax.plot(time, draws[:, :, d].mean(0), lw=1.2, label="posterior mean")
@@ -61,7 +67,7 @@ def plot_latents(time, draws, true=None, *, trial: int = 0, level: float = 0.9):
 def plot_rates(time, rates, spikes, true_rates=None, *, trial: int = 0, neurons=(0, 1, 2, 3)):
     """Inferred rates (counts per bin) against spikes (and true rates) for a few neurons."""
     neurons = [n for n in neurons if n < spikes.shape[-1]]
-    fig, axes = plt.subplots(len(neurons), 1, figsize=(7, 1.6 * len(neurons)), sharex=True,
+    fig, axes = subplots(len(neurons), 1, figsize=(7, 1.6 * len(neurons)), sharex=True,
                              squeeze=False)
     for ax, n in zip(axes[:, 0], neurons):
         ax.vlines(time, 0, spikes[trial, :, n], color="0.7", lw=1, label="spikes")
@@ -83,7 +89,7 @@ def plot_area_graph(summary, *, true=None):
     angle = np.pi / 2 - 2 * np.pi * np.arange(len(areas)) / len(areas)
     where = {a: np.array([np.cos(t), np.sin(t)]) for a, t in zip(areas, angle)}
     top = max(c.strength for c in summary.values()) or 1.0
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = subplots(figsize=(4.5, 4.5))
     for c in summary.values():
         start, end = where[c.source], where[c.target]
         normal = np.array([-(end - start)[1], (end - start)[0]]) * 0.08  # keep A->B, B->A apart
@@ -97,7 +103,7 @@ def plot_area_graph(summary, *, true=None):
         mid = (start + end) / 2 + normal * 1.5
         ax.text(*mid, label, fontsize=7, ha="center", va="center")
     for area, xy in where.items():
-        ax.add_patch(plt.Circle(xy, 0.16, color="C0", alpha=0.85))
+        ax.add_patch(Circle(xy, 0.16, color="C0", alpha=0.85))
         ax.text(*xy, area, color="white", ha="center", va="center", fontsize=12)
     ax.set(xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), aspect="equal",
            title="communication strength (per bin)")
@@ -108,7 +114,7 @@ def plot_area_graph(summary, *, true=None):
 
 def plot_communication(time, summary):
     """Every channel's strength per bin: posterior median with its interval band."""
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = subplots(figsize=(7, 3))
     for c in summary.values():
         median, lower, upper = c.time_course
         line, = ax.plot(time, median, lw=1.2, label=c.name)
@@ -123,7 +129,7 @@ def plot_selection(rows):
     """Held-out evidence of each candidate of ``pyrodyn.select`` (``Selection.rows()``):
     log p per validation trial relative to the best, with paired standard errors, against
     the latent dimensionality, one line per readout; the chosen model ringed."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     for readout in dict.fromkeys(row["readout"] for row in rows):
         mine = [row for row in rows if row["readout"] == readout]
         ax.errorbar([r["latent_dim"] for r in mine], [r["diff_to_best"] for r in mine],
@@ -144,7 +150,7 @@ def plot_tuning(trials, scores, errors, label: str):
     """Held-out score of each completed trial of ``pyrodyn.tuning.tune`` with its standard
     error (as a difference to the recipe's, paired over validation trials, where trial 0 is
     the recipe); the best ringed."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = subplots(figsize=(6, 3.5))
     ax.errorbar(trials, scores, yerr=errors, fmt="o", ms=4, capsize=3)
     if 0 in trials:
         ax.axhline(scores[trials.index(0)], color="0.6", ls="--", lw=0.8, label="recipe")
@@ -160,7 +166,7 @@ def plot_reliability(table):
     """Nominal against empirical coverage of the posterior's central intervals, one line per
     quantity (``pyrodyn.analysis.reliability``'s table): on the diagonal when calibrated, below
     it when overconfident."""
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="calibrated")
     for name, curve in table.items():
         levels = sorted(curve)

@@ -5,6 +5,7 @@ guide and the model scored the same trials.
 """
 
 import random
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,18 @@ def test_import_changes_no_pyro_setting():
             "import pyrodyn, pyrodyn.cli, pyrodyn.benchmark; "
             "assert (pyro.settings.get(), torch.get_num_threads()) == before, before")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plots_choose_no_matplotlib_backend():
+    """Importing and calling ``pyrodyn.plots`` leaves matplotlib's backend unresolved, so a
+    user's own backend choice afterwards still holds (pyplot itself may be imported by ArviZ;
+    pyrodyn's figures do not go through it)."""
+    code = ("import matplotlib; import pyrodyn.plots as p, pyrodyn.benchmark; "
+            "p.plot_loss([3.0, 2.0], [{'step': 1, 'loss': 2.0}]).savefig('/dev/null', "
+            "format='png'); "
+            "assert matplotlib.rcParams._get_backend_or_none() is None")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ,
+                                                                 "MPLBACKEND": ""})
 
 
 @pytest.mark.parametrize("local", [False, True], ids=["global-params", "module-local"])
