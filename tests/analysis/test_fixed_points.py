@@ -9,7 +9,7 @@ from pyrodyn.analysis.metrics import match_fixed_points
 from pyrodyn.data.systems import SYSTEMS, build_system
 from pyrodyn.models import MLPField
 
-ISOLATED = ["lorenz", "limit_cycle", "flip_flop", "multi_area", "driven_pair"]
+ISOLATED = ["lorenz", "rossler", "arneodo", "limit_cycle", "flip_flop", "multi_area", "driven_pair"]
 
 
 def starts_for(system, n=1000, seed=0):
