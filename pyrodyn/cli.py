@@ -195,6 +195,8 @@ def _write_communication(model, guide, data, run_dir: Path) -> None:
 
 
 def _fit(args: argparse.Namespace) -> None:
+    import torch.distributed as dist
+
     from .config import RunConfig
 
     auto = args.latent_dim == "auto"
@@ -216,8 +218,6 @@ def _fit(args: argparse.Namespace) -> None:
         print(selection.markdown())
         print(f"--latent-dim auto: chose {selection.chosen.latent_dim} latent dimensions")
         config = selection.config
-    import torch.distributed as dist
-
     try:
         _fit_run(data, _join_process_group(config), Path(args.out), quiet=args.quiet,
                  overwrite=args.overwrite)

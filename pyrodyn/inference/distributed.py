@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["world", "shard", "reduce_gradients", "agree", "is_main"]
+__all__ = ["world", "is_main", "shard", "reduce_gradients", "reduce_sum", "agree"]
 
 
 def world() -> tuple[int, int]:
