@@ -8,6 +8,11 @@ Each configuration runs in a fresh process so that its peak resident memory is i
 are medians of repeated steps in that process. Run from the repository root:
 
     .venv/bin/python bench/throughput.py [--repeats 5] [--quick]
+    .venv/bin/python bench/throughput.py --recipe     # today's recipe (issue 17's baseline)
+
+``--recipe`` times one step of ``RunConfig()``'s own model and guide instead (stochastic path,
+plane readout, midpoint) at issue 17's shape: 160 Lorenz trials of 100 bins x 30 neurons in
+one batch, for 1 and 2 threads.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import statistics
 import time
 
 REFERENCE = dict(threads=1, solver="rk4", bins=100, neurons=30, trials=64)
+RECIPE = dict(threads=1, solver="recipe", bins=100, neurons=30, trials=160, recipe=True)
 
 
 def measure(config: dict, repeats: int) -> dict:
@@ -59,8 +65,46 @@ def measure(config: dict, repeats: int) -> dict:
                 peak_rss_mb=round(peak / 1024), step_growth_mb=round((peak - before) / 1024))
 
 
+def measure_recipe(config: dict, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from pyrodyn.config import RunConfig, build_run
+    from pyrodyn.data import synthetic
+    from pyrodyn.inference.svi import make_elbo
+    from pyrodyn.inference.traces import model_args
+
+    torch.set_num_threads(config["threads"])
+    data = synthetic.lorenz(n_trials=config["trials"], n_bins=config["bins"],
+                            n_neurons=config["neurons"], seed=11)
+    model, guide = build_run(RunConfig(), data)
+    kwargs = model_args(data.to_batch(np.arange(data.n_trials)), data.n_trials)
+    params = list(model.parameters()) + list(guide.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    elbo = make_elbo("trace")
+
+    def step():
+        loss = elbo.differentiable_loss(model, guide, **kwargs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return dict(config, solver="recipe", ms_per_step=round(1000 * seconds, 1),
+                trial_bins_per_s=round(config["trials"] * config["bins"] / seconds),
+                peak_rss_mb=round(peak / 1024))
+
+
 def _child(config, repeats, queue):
-    queue.put(measure(config, repeats))
+    queue.put(measure_recipe(config, repeats) if config.get("recipe") else
+              measure(config, repeats))
 
 
 def run_isolated(config: dict, repeats: int) -> dict:
@@ -90,21 +134,28 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer sizes")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--recipe", action="store_true",
+                        help="time RunConfig()'s model and guide at issue 17's shape")
     args = parser.parse_args(argv)
     rows = []
     header = f"{'threads':>7} {'solver':>8} {'bins':>5} {'neurons':>7} {'trials':>6} " \
              f"{'ms/step':>8} {'trial-bins/s':>12} {'peak MB':>8}"
     print(header)
-    for config in configurations(args.quick):
+    grid = ([dict(RECIPE), dict(RECIPE, threads=2)] if args.recipe
+            else configurations(args.quick))
+    for config in grid:
         row = run_isolated(config, args.repeats)
         rows.append(row)
         print(f"{row['threads']:>7} {row['solver']:>8} {row['bins']:>5} {row['neurons']:>7} "
               f"{row['trials']:>6} {row['ms_per_step']:>8} {row['trial_bins_per_s']:>12} "
               f"{row['peak_rss_mb']:>8}", flush=True)
     reference = rows[0]["trial_bins_per_s"]
-    print(f"ratio 2 threads / 1 thread: {rows[1]['trial_bins_per_s'] / reference:.2f}; "
-          f"dopri5 / rk4: {rows[2]['trial_bins_per_s'] / reference:.2f}; "
-          f"midpoint / rk4: {rows[3]['trial_bins_per_s'] / reference:.2f}")
+    if args.recipe:
+        print(f"ratio 2 threads / 1 thread: {rows[1]['trial_bins_per_s'] / reference:.2f}")
+    else:
+        print(f"ratio 2 threads / 1 thread: {rows[1]['trial_bins_per_s'] / reference:.2f}; "
+              f"dopri5 / rk4: {rows[2]['trial_bins_per_s'] / reference:.2f}; "
+              f"midpoint / rk4: {rows[3]['trial_bins_per_s'] / reference:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
