@@ -28,6 +28,24 @@ REFERENCE = dict(threads=1, solver="rk4", bins=100, neurons=30, trials=64)
 RECIPE = dict(threads=1, solver="recipe", bins=100, neurons=30, trials=160, recipe=True)
 
 
+def _median_step(elbo, model, guide, optimizer, kwargs: dict, repeats: int) -> float:
+    """Median seconds of one SVI step (loss, backward, Adam) after one warm-up step."""
+
+    def step():
+        loss = elbo.differentiable_loss(model, guide, **kwargs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def measure(config: dict, repeats: int) -> dict:
     import torch
     from pyro.infer import Trace_ELBO
@@ -46,20 +64,8 @@ def measure(config: dict, repeats: int) -> dict:
     elbo = Trace_ELBO()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    def step():
-        loss = elbo.differentiable_loss(model, guide, spikes=spikes)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    seconds = _median_step(elbo, model, guide, optimizer, dict(spikes=spikes), repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds = statistics.median(times)
     return dict(config, ms_per_step=round(1000 * seconds, 1),
                 trial_bins_per_s=round(config["trials"] * config["bins"] / seconds),
                 peak_rss_mb=round(peak / 1024), step_growth_mb=round((peak - before) / 1024))
@@ -83,19 +89,7 @@ def measure_recipe(config: dict, repeats: int) -> dict:
     optimizer = torch.optim.Adam(params, lr=1e-3)
     elbo = make_elbo("trace")
 
-    def step():
-        loss = elbo.differentiable_loss(model, guide, **kwargs)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = _median_step(elbo, model, guide, optimizer, kwargs, repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(config, solver="recipe", ms_per_step=round(1000 * seconds, 1),
                 trial_bins_per_s=round(config["trials"] * config["bins"] / seconds),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -133,21 +134,21 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     splits = [name for name in ("valid", "test") if (data.split == name).any()]
     valid = data.select("valid") if "valid" in splits and amortized else None
     model, guide = build_run(config, train)  # checks the model options against the data
-    if not main_process:
-        fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
-            progress=False, options=config.fit_options())
-        return None
-    runs.claim(run_dir, record, overwrite=overwrite, replace_other=replace_other)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # run.json first: a kill between the two writes leaves a folder the rerun resumes
-    runs.write_json(run_dir / "run.json", record)
-    runs.write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    if made_split:
-        runs.write_json(run_dir / "split.json", {"split": data.split.tolist()})
-        print(f"data: the file has no valid or test trials; made a split (70/15/15, seed "
-              f"{config.seed}), recorded in {run_dir / 'split.json'}")
+    if main_process:
+        runs.claim(run_dir, record, overwrite=overwrite, replace_other=replace_other)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # run.json first: a kill between the two writes leaves a folder the rerun resumes
+        runs.write_json(run_dir / "run.json", record)
+        runs.write_text(run_dir / "config.yaml",
+                        yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if made_split:
+            runs.write_json(run_dir / "split.json", {"split": data.split.tolist()})
+            print(f"data: the file has no valid or test trials; made a split (70/15/15, seed "
+                  f"{config.seed}), recorded in {run_dir / 'split.json'}")
     result = fit(model, guide, train, valid=valid, checkpoint=run_dir / "checkpoint.pt",
                  progress=False if quiet else None, options=config.fit_options())
+    if not main_process:
+        return None
     save_state(run_dir / "model.pt", model, guide)
     runs.write_json(run_dir / "losses.json", {
         "losses": result.losses, "valid": result.valid, "best_step": result.best_step,
@@ -205,8 +206,8 @@ def _fit(args: argparse.Namespace) -> None:
                   readout=args.readout, guide=args.guide, steps=args.steps,
                   device=args.device, seed=args.seed, budget=None if auto else args.budget)
     config = RunConfig.from_sources(args.config, args.set, **values)
-    if args.nproc is not None:
-        return _launch(args, config)
+    if args.nproc is not None and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
+        return _launch(args)
     data = _load_data(args)
     if auto:  # the ladder 1-8 with the config's readout; then the chosen one as the run
         from .selection import select
@@ -226,22 +227,19 @@ def _fit(args: argparse.Namespace) -> None:
             dist.destroy_process_group()
 
 
-def _launch(args: argparse.Namespace, config) -> None:
-    """``fit --nproc N``: the same command as N data-parallel processes under torchrun."""
+def _launch(args: argparse.Namespace) -> None:
+    """``fit --nproc N``: the same command, without ``--nproc`` (torchrun's own parser would
+    take it), as N data-parallel processes under torchrun."""
     import subprocess
 
     if not (isinstance(args.nproc, int) and args.nproc >= 1):
         raise ValueError(f"--nproc: must be >= 1, got {args.nproc}")
     if args.latent_dim == "auto":
         raise ValueError("--nproc: not with --latent-dim auto (select runs one fit at a time)")
-    argv, skip = [], False
-    for item in args.argv:  # the same command without --nproc
-        if skip or item.startswith("--nproc="):
-            skip = False
-            continue
-        skip = item == "--nproc"
-        if not skip:
-            argv.append(item)
+    argv = [item for item in args.argv if not item.startswith("--nproc=")]
+    if "--nproc" in argv:
+        at = argv.index("--nproc")
+        del argv[at:at + 2]
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc-per-node={args.nproc}", "-m", "pyrodyn.cli", *argv])
     if done.returncode:
@@ -254,7 +252,6 @@ def _join_process_group(config):
     one GPU per local rank; gloo on CPU) so ``fit`` is data-parallel
     (``pyrodyn.inference.distributed``); returns the config for this process."""
     import dataclasses
-    import os
 
     import torch.distributed as dist
 

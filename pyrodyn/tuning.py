@@ -130,17 +130,17 @@ def _tune(optuna, data, out, *, budget, n_trials, config, space, num_particles):
         trial_config = _with(config, {**changes, "budget": per_trial, "progress_every": None})
         trial.set_user_attr("config", changes)
         model, guide = build_run(trial_config, train)
-        marks = iter(MARKS)
-        mark = next(marks)
+        reported = 0  # marks passed
 
         def report(record: dict[str, float]) -> None:
-            nonlocal mark
+            nonlocal reported
             value = record["co_bps"] if score_name == "co_bps" else -record["loss"]
-            while mark is not None and record["seconds"] >= mark * per_trial:
-                trial.report(value, MARKS.index(mark))
+            while reported < len(MARKS) and record["seconds"] >= MARKS[reported] * per_trial:
+                trial.report(value, reported)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"behind the median at {mark:.0%} of its budget")
-                mark = next(marks, None)
+                    raise optuna.TrialPruned(f"behind the median at {MARKS[reported]:.0%} of "
+                                             "its budget")
+                reported += 1
 
         result = fit(model, guide, train, valid=valid, options=trial_config.fit_options(),
                      progress=False, on_validation=report)

@@ -41,9 +41,10 @@ def score_rates(rates: np.ndarray, data: SpikeData, *, null_rates: np.ndarray
 
     held, forward = data.heldout_neurons, data.forward_bins
     observed = data.observed_mask(include_heldout=True)
-    seen, ahead = observed.copy(), np.zeros_like(observed)
+    seen = observed.copy()
     if forward:
-        seen[:, -forward:], ahead[:, -forward:] = False, observed[:, -forward:]
+        seen[:, -forward:] = False
+    ahead = observed & ~seen  # the forward bins' observed entries
 
     def cobps(predicted):
         return float(co_bps(predicted, data.spikes, held, null_rates=null_rates[held],

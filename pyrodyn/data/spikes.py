@@ -342,8 +342,6 @@ class SpikeData:
         kept = range(self.n_bins)[window]
         if not len(kept):
             raise ValueError(f"bins: {start}:{stop} selects no bins of {self.n_bins}")
-        if window.step not in (None, 1):
-            raise ValueError(f"bins: a contiguous window, got step {window.step}")
         first_forward = self.n_bins - self.forward_bins
         forward = max(0, kept.stop - max(kept.start, first_forward)) if self.forward_bins else 0
         if forward >= len(kept):

@@ -222,7 +222,7 @@ class Arneodo(_BurnedIn):
     """The Arneodo system (Arneodo, Coullet & Tresser 1981), chaotic for a=-5.5, b=3.5, c=1,
     d=-1 (the parameters of the dysts package): ``x' = y, y' = w, w' = -a x - b y - c w +
     d x^3``; a saddle at the origin and two saddle-foci at x = +-sqrt(a/d). One bin is 0.1
-    time units (a trial of 100 bins spans about 1.5 turns)."""
+    time units (a trial of 100 bins spans about one turn)."""
 
     name = "arneodo"
 

@@ -4,8 +4,8 @@ Each training idiom asserts that the loss decreases, that the parameters change 
 guide and the model scored the same trials.
 """
 
-import random
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
