@@ -301,10 +301,22 @@ def _select(args: argparse.Namespace) -> None:
 
 def _tune(args: argparse.Namespace) -> None:
     from .config import RunConfig
-    from .tuning import tune
+    from .tuning import objective_name, tune
 
     config = RunConfig.from_sources(args.config, args.set, seed=args.seed)
     data = _with_split(_load_data(args), config.seed)
+    if args.backend == "ray":
+        from .pbt import population_tune
+
+        members = population_tune(data, args.out, budget=args.budget,
+                                  population=args.population, generations=args.generations,
+                                  cpus=args.cpus, config=config,
+                                  num_particles=args.num_particles)
+        best, name = members[0], objective_name(data)
+        print(f"tune: population of {len(members)}; best {best['member']}: {best[name]:.4f} ± "
+              f"{best['se']:.4f}; wrote {args.out}/members.csv, tune.png, best.yaml "
+              f"(pyrodyn fit --config reruns its final options)")
+        return
     study = tune(data, args.out, budget=args.budget, n_trials=args.trials, config=config,
                  num_particles=args.num_particles)
     best = study.best_trial
@@ -565,13 +577,22 @@ def build_parser() -> argparse.ArgumentParser:
     sel.set_defaults(run=_select)
 
     tun = commands.add_parser("tune", help="search the recipe's options by held-out evidence "
-                                           "(Optuna; resumes after an interruption)")
+                                           "(Optuna or Ray PBT; resumes after an "
+                                           "interruption)")
     tun.add_argument("data", help=".npz, .h5 (pyrodyn or lfads-torch layout) or .nwb")
     tun.add_argument("--out", required=True, help="folder for study.db, trials.csv, tune.png "
                                                   "and best.yaml")
     tun.add_argument("--budget", type=float, required=True,
                      help="seconds of fitting for the whole study, shared by the trials")
     tun.add_argument("--trials", type=int, help="trials in all (default: one per 2 minutes)")
+    tun.add_argument("--backend", choices=("optuna", "ray"), default="optuna",
+                     help="optuna: trials one after another with pruning (default); ray: "
+                          "population-based training on Ray Tune (pyrodyn[ray])")
+    tun.add_argument("--population", type=int, default=4, help="ray: members (default 4)")
+    tun.add_argument("--generations", type=int, default=4,
+                     help="ray: exploit/explore rounds per member (default 4)")
+    tun.add_argument("--cpus", type=int, help="ray: CPUs of the local Ray (default: all; "
+                                              "ignored on a running cluster)")
     _add_search_options(tun)
     tun.set_defaults(run=_tune)
 
