@@ -97,6 +97,11 @@ def _load_run(run_dir: Path, data: SpikeData, model_class: str | None = None):
     train = data.select("train") if data.split is not None else data
     model, guide = build_run(config, train)
     load_state(run_dir / "model.pt", model, guide, train, device=config.device)
+    laplace = run_dir / "parameters.pt"
+    if laplace.is_file():  # runs fitted before parameter uncertainty have none
+        from .inference import ParameterPosterior, read_state
+
+        model.parameter_posterior = ParameterPosterior.from_state_dict(read_state(laplace))
     return config, model, guide, data
 
 
@@ -150,6 +155,8 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     if not main_process:
         return None
     save_state(run_dir / "model.pt", model, guide)
+    if config.parameter_prior is not None:
+        _write_parameter_posterior(model, guide, train, run_dir, config)
     runs.write_json(run_dir / "losses.json", {
         "losses": result.losses, "valid": result.valid, "best_step": result.best_step,
         "elapsed": result.elapsed, "stop_reason": result.stop_reason})
@@ -167,6 +174,21 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
           f"wrote {run_dir}")
     _print_table(metrics)
     return model, guide, result, metrics, options.get("train_latents"), data
+
+
+def _write_parameter_posterior(model, guide, train, run_dir: Path, config) -> None:
+    """The Laplace posterior over channel and readout weights: parameters.pt, and the model
+    carries it into every posterior draw from here on."""
+    from .inference import parameter_laplace, write_state
+
+    start = time.perf_counter()
+    model.parameter_posterior = parameter_laplace(
+        model, guide, train, prior_precision=config.parameter_prior, seed=config.seed)
+    write_state(run_dir / "parameters.pt", model.parameter_posterior.state_dict())
+    what = ", ".join(["readout gains"] * bool(model.parameter_posterior.readouts)
+                     + ["channels"] * bool(model.parameter_posterior.channels))
+    print(f"parameter uncertainty: Laplace posterior over the {what} in "
+          f"{time.perf_counter() - start:.0f} s; wrote {run_dir / 'parameters.pt'}")
 
 
 def _write_communication(model, guide, data, run_dir: Path) -> None:

@@ -72,6 +72,10 @@ class RunConfig:
     num_threads: int | None = 1
     # posterior: per-trial refinement steps after the guide (``posterior(refine_steps=...)``)
     refine_steps: int = 100
+    # posterior: precision of the prior of a Laplace posterior over channel and readout weights
+    # (``pyrodyn.inference.laplace``; null, the default: point estimates. Opt-in because it
+    # over-covers the rates and widens absent channels: README, benchmark (g))
+    parameter_prior: float | None = None
 
     def __post_init__(self) -> None:
         """Every option checked where it is set: a bad value is one line naming it."""
@@ -95,6 +99,8 @@ class RunConfig:
             check_number(f"config: {name}", getattr(self, name), low=0, low_open=True)
         check_number("config: coupling_prior", self.coupling_prior, low=0)
         check_number("config: bend_precision", self.bend_precision, low=0)
+        if self.parameter_prior is not None:
+            check_number("config: parameter_prior", self.parameter_prior, low=0, low_open=True)
         if self.diffusion is not None:
             check_number("config: diffusion", self.diffusion, low=0, low_open=True)
         if not isinstance(self.model, str):

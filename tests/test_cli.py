@@ -90,17 +90,20 @@ def test_multi_area_fit_posterior_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["fit", str(data_path), "--out", str(run), "--model", "multi-area",
                  "--latent-dim", "2", "--steps", "4", "--set", "batch_size=8",
-                 "--set", "hidden=16", "--quiet"])
+                 "--set", "hidden=16", "--set", "parameter_prior=1", "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "channel B<-A: strength" in printed and "channel A<-B: strength" in printed
     channels = json.loads((run / "communication.json").read_text())
     assert set(channels) == {"A<-B", "B<-A"}
     assert (run / "communication.png").is_file()
+    assert "Laplace posterior over the readout gains, channels" in printed
+    assert (run / "parameters.pt").is_file()  # posterior and evaluate draw the weights from it
     out = tmp_path / "post.nc"
     assert main(["posterior", str(run), str(data_path), "--out", str(out),
                  "--num-samples", "3"]) == 0
     idata = az.from_netcdf(str(out))
+    assert idata.posterior.attrs["parameter_uncertainty"] == "laplace"
     assert idata.posterior["comm.B<-A"].shape == (1, 3, 3, 12, 2)  # 3 test trials
     assert idata.posterior["latents"].shape[-1] == 4
     assert main(["evaluate", str(run), str(data_path)]) == 0

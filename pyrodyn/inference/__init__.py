@@ -26,6 +26,7 @@ from .guides import (
     per_trial_trials,
     trial_plate,
 )
+from .laplace import ParameterPosterior, apply_parameter_draw, parameter_laplace
 from .options import FitOptions
 from .posterior import Posterior, iter_posterior, posterior, posterior_means
 from .refine import LocalGuide, refine
@@ -38,6 +39,7 @@ __all__ = [
     "fit", "FitResult", "FitOptions", "FitInterrupted", "make_elbo", "model_args", "replay",
     "posterior", "iter_posterior", "posterior_means", "write_posterior", "Posterior",
     "to_inference_data", "refine", "LocalGuide",
+    "ParameterPosterior", "parameter_laplace", "apply_parameter_draw",
     "Evidence", "heldout_evidence", "importance_log_marginal", "forward_rates",
     "save_state", "load_state", "read_state", "write_state", "initialize_guide", "evaluate",
     "trial_plate", "per_trial_trials",

@@ -6,6 +6,8 @@ predictive spikes are sampled from the replayed likelihood, so the model is neve
 the spikes it predicts while the guide still sees them. Trials go through in batches, so
 thousands of trials fit in memory; amortized guides need no refitting for new trials. Global
 sites (``model.global_sites``) are drawn once per draw and shared by every batch of trials.
+Where the model carries a ``parameter_posterior`` (``pyrodyn.inference.laplace``), each draw
+also runs the model with one draw of its channel and readout weights.
 
 The same draws through Pyro's own ``Predictive`` (the model must not be conditioned on the
 spikes it predicts, while the guide sees them)::
@@ -108,7 +110,7 @@ def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor,
 def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
               batch_size: int = 256, device: str | torch.device | None = None,
               include_heldout: bool = False, refine_steps: int = 0,
-              seed: int | None = 0) -> Posterior:
+              seed: int | None = 0, parameter_draws: bool = True) -> Posterior:
     """Draws ``num_samples`` posterior samples for every trial of ``data``, in memory
     (``write_posterior`` streams them to a file instead).
 
@@ -120,6 +122,8 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
             gap; 0: the guide's posterior as is).
         seed: seeds the draws, leaving the caller's generators as they were (None: draw from
             the current random state).
+        parameter_draws: where the model has a ``parameter_posterior``, give each draw its own
+            draw of the channel and readout weights (False: the fitted weights in every draw).
 
     Raises:
         ValueError: bad arguments, or a per-trial guide asked about trials other than those it
@@ -128,7 +132,7 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
     batches = list(iter_posterior(model, guide, data, num_samples=num_samples,
                                   batch_size=batch_size, device=device,
                                   include_heldout=include_heldout, refine_steps=refine_steps,
-                                  seed=seed))
+                                  seed=seed, parameter_draws=parameter_draws))
     first = batches[0]
     draws = {name: (value if name in first.global_sites else
                     np.concatenate([b.draws[name] for b in batches], axis=1))
@@ -139,8 +143,8 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
 def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
                    batch_size: int = 256, device: str | torch.device | None = None,
                    include_heldout: bool = False, refine_steps: int = 0,
-                   seed: int | None = 0, trials: np.ndarray | None = None
-                   ) -> Iterator[Posterior]:
+                   seed: int | None = 0, trials: np.ndarray | None = None,
+                   parameter_draws: bool = True) -> Iterator[Posterior]:
     """``posterior``'s draws one batch of trials at a time (each a ``Posterior`` of those
     trials; global sites are the same draws in every batch), so memory stays bounded.
     ``trials``: indices of the trials of ``data`` to draw for (default all), so a split of a
@@ -166,6 +170,12 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
              "guide": getattr(guide, "__name__", type(guide).__name__),
              "pyrodyn_version": __version__, "num_samples": num_samples,
              "refine_steps": refine_steps}
+    laplace = getattr(model, "parameter_posterior", None) if parameter_draws else None
+    attrs["parameter_uncertainty"] = "none" if laplace is None else "laplace"
+    if laplace is not None:  # drawn up front from their own generator, for every batch
+        generator = torch.Generator().manual_seed(
+            seed if seed is not None else int(torch.randint(2 ** 62, ())))
+        laplace = [laplace.sample(generator) for _ in range(num_samples)]
     solver = getattr(model, "solver", None)
     if solver is not None:  # model time per bin: puts communication strengths per bin
         attrs["step_size"] = solver.step_size
@@ -185,7 +195,7 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
                 set_torch_rng(rng_state)
             draws = _draw_batch(model, guide, data, index, num_samples, shared, global_names,
                                 device=device, include_heldout=include_heldout,
-                                refine_steps=refine_steps)
+                                refine_steps=refine_steps, parameter_draws=laplace)
             if seed is not None:
                 rng_state = get_torch_rng(device)
         for name in global_names:
@@ -194,7 +204,7 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
 
 
 def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *, device,
-                include_heldout, refine_steps) -> dict[str, np.ndarray]:
+                include_heldout, refine_steps, parameter_draws) -> dict[str, np.ndarray]:
     # the trials' own indices among ``data``: a per-trial guide finds its parameters by them
     batch = data.to_batch(index, device=device, include_heldout=include_heldout)
     kwargs = model_args(batch, data.n_trials)
@@ -202,7 +212,8 @@ def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *,
     draws: dict[str, list[torch.Tensor]] = {}
     for i in range(num_samples):
         fixed = shared[i] if i < len(shared) else None
-        guide_trace, trace = replay(model, q, kwargs, fixed=fixed)
+        guide_trace, trace = replay(model, q, kwargs, fixed=fixed, parameter_draw=None
+                                    if parameter_draws is None else parameter_draws[i])
         if i == len(shared):
             shared.append({name: guide_trace.nodes[name]["value"] for name in global_names})
         values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)

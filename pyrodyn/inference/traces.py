@@ -39,18 +39,23 @@ def model_args(batch: SpikeBatch, num_trials: int, **extra: Any) -> dict[str, An
                 **extra)
 
 
-def replay(model, guide, kwargs: dict[str, Any], *, fixed: dict[str, Any] | None = None):
+def replay(model, guide, kwargs: dict[str, Any], *, fixed: dict[str, Any] | None = None,
+           parameter_draw: dict[str, torch.Tensor] | None = None):
     """(guide trace, model trace): one draw of ``guide`` and the model run on it. The model's
     observed sites keep their observations; their ``fn`` is the predictive distribution.
 
     ``fixed``: site -> value this draw of the guide takes there (e.g. a global site shared by
     several batches of trials); the rest of the guide is drawn given them.
+    ``parameter_draw``: a ``ParameterPosterior.sample()`` the model (not the guide) runs with.
     """
+    from .laplace import apply_parameter_draw
+
     if fixed:
         guide_trace = poutine.trace(poutine.condition(guide, data=fixed)).get_trace(**kwargs)
         for name in fixed:  # drawn, as far as the model is concerned
             guide_trace.nodes[name]["is_observed"] = False
     else:
         guide_trace = poutine.trace(guide).get_trace(**kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**kwargs)
+    with apply_parameter_draw(model, parameter_draw or {}):
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**kwargs)
     return guide_trace, model_trace

@@ -109,6 +109,8 @@ class SpikeModel(PyroModule, metaclass=_ModelMeta):
     n_neurons: int
     latent_dim: int
     external_input_dim: int = 0
+    # a ``pyrodyn.inference.laplace.ParameterPosterior`` once computed: posterior draws use it
+    parameter_posterior = None
 
     @abc.abstractmethod
     def program(self, spikes: torch.Tensor | None, *, plate: pyro.plate,

@@ -49,6 +49,11 @@ class Channel(nn.Module):
         """A scalar size of the channel's weights; the coupling prior shrinks it toward zero."""
         raise NotImplementedError
 
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """What the channel's output is linear in: ``c = W features(z)`` for a weight ``W``
+        (target_dim, features); the Laplace posterior over channels perturbs ``W``."""
+        raise NotImplementedError
+
 
 class LowRankChannel(Channel):
     """``c = U V^T z_source``, rank ``rank`` (default 1).
@@ -76,6 +81,9 @@ class LowRankChannel(Channel):
     def gain(self) -> torch.Tensor:
         return torch.linalg.matrix_norm(self.matrix())
 
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        return z  # c = (U V^T) z
+
 
 class MLPChannel(Channel):
     """``c = W2 tanh(W1 z_source + b1)``: a nonlinear channel; its gain is ``|W2|_F``."""
@@ -88,8 +96,11 @@ class MLPChannel(Channel):
         with torch.no_grad():
             self.out.weight.mul_(init_scale)
 
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.hidden(z))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.tanh(self.hidden(z)))
+        return self.out(self.features(z))
 
     def gain(self) -> torch.Tensor:
         return torch.linalg.matrix_norm(self.out.weight)

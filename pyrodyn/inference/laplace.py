@@ -1,0 +1,285 @@
+"""Uncertainty about the parameters users read off: a Laplace posterior over a fitted model's
+communication channels and readout gains.
+
+``fit`` point-estimates every weight, so a posterior without this covers each trial's path
+given those weights and nothing else. ``parameter_laplace`` adds, after the fit, a Gaussian
+over perturbations of the weights the results are read from, centred on the fit:
+
+- **Channels** (multi-area models with a stochastic path). Each channel ``c = W features(z)``
+  (low-rank: ``W = U V^T``, perturbed as a full matrix; MLP: its output weights) gets a
+  perturbation ``dW``. The curvature is the Gauss-Newton matrix of the path's transition
+  density, ``J^T J`` over every transition of the guide's path draws on the training trials
+  (J: the derivative of the standardised transition noise), taken jointly with every weight of
+  every area's own field, plus a ``Normal(0, 1 / prior_precision)`` prior on each weight. The
+  channels' covariance is the channel block of its inverse: the fields are integrated out, so
+  where an area's own dynamics can stand in for a channel (phase-locked areas) the channel's
+  interval widens instead of staying at the fitted split.
+- **Readout gains** (every readout). Each neuron's log-rate gets an affine perturbation
+  ``dW_n z + db_n`` with the Fisher information of its likelihood at the guide's latents.
+
+The Laplace prior that shrinks channel gains in the fit is not part of the curvature (it has
+none to speak of at zero); the Gaussian prior stands in for it. The guide's latents are held
+at the fit (each parameter draw is independent of the path draw given the data), and the
+fields and diffusion stay point estimates.
+
+``posterior`` applies one parameter draw per posterior draw (``apply_parameter_draw``), so
+the uncertainty reaches "comm.A<-B", "rates" and "log_likelihood" (and, for deterministic ODE
+models, "latents"). ``pyrodyn fit --set parameter_prior=1`` computes it and writes
+parameters.pt to the run folder. It is opt-in: measured on multi-area fits (README, benchmark
+(g)) it barely widens true channels, widens absent ones past the fit's own evidence and makes
+the rates' intervals too wide, because the path and the weights are drawn independently.
+
+Example (with a fitted ``model`` and ``guide``)::
+
+    model.parameter_posterior = parameter_laplace(model, guide, data.select("train"))
+    post = posterior(model, guide, data.select("test"))   # draws carry it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.func import functional_call, jacrev, vmap
+
+from ..models import sites
+from ..models.communication import Channel
+from ..models.readouts import Readout
+
+__all__ = ["ParameterPosterior", "parameter_laplace", "apply_parameter_draw"]
+
+
+@dataclass
+class ParameterPosterior:
+    """Zero-mean Gaussians over perturbations of a model's channel and readout weights.
+
+    Attributes:
+        channels: channel module path (e.g. "field.channels.B<-A") -> its perturbation's shape
+            (target_dim, features), in the order of ``channel_scale_tril``'s rows.
+        channel_scale_tril: (P, P) Cholesky factor of the channels' joint covariance (None:
+            no channels).
+        readouts: readout module path (e.g. "readouts.A") -> (neuron, latent + 1, latent + 1)
+            Cholesky factors, one per neuron, over (gain row, baseline).
+        prior_precision: the Gaussian prior's precision per weight.
+    """
+
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    channel_scale_tril: torch.Tensor | None = None
+    readouts: dict[str, torch.Tensor] = field(default_factory=dict)
+    prior_precision: float = 1.0
+
+    def sample(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One draw: module path -> perturbation (channels (target, features); readouts
+        (neuron, latent + 1), gain columns then the baseline)."""
+        draw = {}
+        if self.channels:
+            tril = self.channel_scale_tril
+            flat = tril @ torch.randn(tril.shape[0], generator=generator, dtype=tril.dtype)
+            sizes = [math.prod(shape) for shape in self.channels.values()]
+            for (path, shape), part in zip(self.channels.items(), flat.split(sizes)):
+                draw[path] = part.reshape(shape)
+        for path, tril in self.readouts.items():
+            noise = torch.randn(tril.shape[:-1], generator=generator, dtype=tril.dtype)
+            draw[path] = (tril @ noise.unsqueeze(-1)).squeeze(-1)
+        return draw
+
+    def channel_sd(self) -> dict[str, torch.Tensor]:
+        """Each channel's perturbation standard deviations, shaped like the perturbation."""
+        if not self.channels:
+            return {}
+        sd = self.channel_scale_tril.pow(2).sum(-1).sqrt()
+        sizes = [math.prod(shape) for shape in self.channels.values()]
+        return {path: part.reshape(shape) for (path, shape), part
+                in zip(self.channels.items(), sd.split(sizes))}
+
+    def state_dict(self) -> dict:
+        """Tensors, strings and numbers only: ``torch.load(weights_only=True)`` reads it."""
+        return {"channels": {k: list(v) for k, v in self.channels.items()},
+                "channel_scale_tril": self.channel_scale_tril, "readouts": dict(self.readouts),
+                "prior_precision": self.prior_precision}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> ParameterPosterior:
+        try:
+            return cls({k: tuple(v) for k, v in state["channels"].items()},
+                       state["channel_scale_tril"], dict(state["readouts"]),
+                       float(state["prior_precision"]))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"parameter posterior: not a saved ParameterPosterior ({error})") \
+                from None
+
+
+@contextlib.contextmanager
+def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Runs ``model`` with one ``ParameterPosterior.sample()`` added to its weights (forward
+    hooks on the channels and readouts, removed on exit)."""
+    handles = []
+    try:
+        for path, delta in draw.items():
+            module = model.get_submodule(path)
+            delta = delta.to(next(module.parameters()).device)
+            if isinstance(module, Channel):
+                def hook(channel, args, out, delta=delta):
+                    return out + channel.features(args[0]) @ delta.T
+            elif isinstance(module, Readout):
+                def hook(readout, args, out, delta=delta):
+                    return out + args[0] @ delta[:, :-1].T + delta[:, -1]
+            else:
+                raise ValueError(f"parameter draw: {path!r} is neither a channel nor a readout")
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision: float = 1.0,
+                      max_trials: int = 512, seed: int = 0) -> ParameterPosterior:
+    """The Laplace posterior over ``model``'s channels and readout gains (module docstring).
+
+    Args:
+        data: the trials the model was fitted on.
+        num_draws: guide draws of each trial's latents the curvature is averaged over.
+        prior_precision: precision of the Gaussian prior on every weight (> 0).
+        max_trials: at most this many trials, chosen at random, with the curvature scaled up
+            to all of ``data``'s (bounds the cost on large data sets; per-trial guides use
+            every trial).
+
+    Raises:
+        ValueError: a model with neither channels nor pyrodyn readouts, or bad arguments.
+    """
+    from .guides import per_trial_trials
+    from .posterior import posterior
+
+    if not prior_precision > 0 or num_draws < 1 or max_trials < 1:
+        raise ValueError(f"parameter_laplace: needs prior_precision > 0, num_draws >= 1 and "
+                         f"max_trials >= 1, got {prior_precision}, {num_draws}, {max_trials}")
+    readouts = list(_readouts(model))
+    has_channels = hasattr(getattr(model, "field", None), "channels") and \
+        bool(len(model.field.channels))
+    if not readouts and not has_channels:
+        raise ValueError(f"model: {type(model).__name__} has no pyrodyn readout or channels "
+                         "to put a Laplace posterior on")
+    trials = np.arange(data.n_trials)
+    per_trial = isinstance(guide, torch.nn.Module) and per_trial_trials(guide) is not None
+    if trials.size > max_trials and not per_trial:  # a per-trial guide knows only all trials
+        trials = np.sort(np.random.default_rng(seed).choice(trials, max_trials, replace=False))
+    scale = data.n_trials / trials.size
+    subset = data.select(trials)
+    post = posterior(model, guide, subset, num_samples=num_draws, seed=seed,
+                     parameter_draws=False)
+    device = next(model.parameters()).device
+    result = ParameterPosterior(prior_precision=float(prior_precision))
+    mask = None if subset.mask is None else torch.as_tensor(subset.mask, device=device)
+    spikes = torch.as_tensor(subset.spikes, device=device)
+    for path, readout, likelihood, neurons, key in readouts:
+        latents = torch.as_tensor(post.draws[key], device=device)
+        result.readouts[path] = _readout_scale_tril(
+            readout, likelihood, latents, spikes[..., neurons],
+            None if mask is None else mask[..., neurons], scale, prior_precision)
+    if has_channels and getattr(model, "diffusion", None) is not None:
+        inputs = None if subset.inputs is None else torch.as_tensor(subset.inputs, device=device)
+        result.channels, result.channel_scale_tril = _channel_scale_tril(
+            model, torch.as_tensor(post.draws[sites.LATENTS], device=device), inputs, scale,
+            prior_precision)
+    return result
+
+
+def _readouts(model):
+    """(module path, readout, likelihood, neuron indices, latents site) per readout."""
+    if isinstance(getattr(model, "readouts", None), torch.nn.ModuleDict):
+        for area, readout in model.readouts.items():
+            yield (f"readouts.{area}", readout, model.likelihoods[area],
+                   torch.as_tensor(model.area_neurons[area]), f"{sites.LATENTS}.{area}")
+    elif isinstance(getattr(model, "readout", None), Readout):
+        yield ("readout", model.readout, model.likelihood, slice(None), sites.LATENTS)
+
+
+@torch.no_grad()
+def _readout_scale_tril(readout, likelihood, latents, spikes, mask, scale, precision):
+    """Per neuron, the Cholesky factor of (Fisher information of (gain, baseline) + prior)^-1;
+    latents (draw, trial, time, latent), spikes (trial, time, neuron)."""
+    features = torch.cat([latents, torch.ones_like(latents[..., :1])], -1)
+    information = 0.0
+    for x in features:  # one draw at a time: bounded memory
+        output = readout(x[..., :-1])
+        with torch.enable_grad():  # the likelihood's curvature in each log-rate, elementwise
+            eta = output.detach().requires_grad_()
+            log_p = likelihood.distribution(eta).log_prob(spikes).sum()
+            (slope,) = torch.autograd.grad(log_p, eta, create_graph=True)
+            (curvature,) = torch.autograd.grad(slope.sum(), eta)
+        weight = (-curvature).clamp_min(0)
+        if mask is not None:
+            weight = weight * mask
+        information = information + torch.einsum("ktn,kti,ktj->nij", weight, x, x)
+    information = information * (scale / features.shape[0])
+    eye = torch.eye(features.shape[-1], dtype=features.dtype, device=features.device)
+    return torch.linalg.cholesky(torch.linalg.inv(information + precision * eye)).cpu()
+
+
+class _Velocity:
+    """The coupled field with its own weights and channel perturbations as arguments (what
+    ``ODESolver.step`` needs: a callable with ``discrete``)."""
+
+    discrete = False
+
+    def __init__(self, field, weights, deltas):
+        self.field, self.weights, self.deltas = field, weights, deltas
+
+    def __call__(self, z, u=None):
+        velocity = functional_call(self.field, self.weights, (z, u))
+        parts = self.field.split(z)
+        extra = {area: torch.zeros_like(part) for area, part in parts.items()}
+        for (target, source), name in zip(self.field.pairs, self.field.channels):
+            channel = self.field.channels[name]
+            extra[target] = extra[target] + channel.features(parts[source]) @ self.deltas[name].T
+        return velocity + torch.cat([extra[a] for a in self.field.areas], -1)
+
+
+@torch.no_grad()  # the Jacobians come from torch.func, which this does not switch off
+def _channel_scale_tril(model, latents, inputs, scale, precision, chunk: int = 2048):
+    """The channels' marginal covariance factor from the transition density's Gauss-Newton
+    matrix over (channel perturbations, every area's field weights); latents (draw, trial,
+    time, latent), inputs (trial, time, input) or None."""
+    field, solver, noise = model.field, model.solver, model.noise_scale().detach()
+    weights = {name: p.detach() for name, p in field.named_parameters()
+               if name.startswith("fields.")}
+    deltas = {}
+    for name, channel in field.channels.items():
+        n_features = channel.features(latents.new_zeros(1, channel.source_dim)).shape[-1]
+        deltas[name] = latents.new_zeros(channel.target_dim, n_features)
+
+    def residual(deltas, weights, z, u, z_next):
+        step = solver.step(_Velocity(field, weights, deltas), z, u)
+        return (z_next - step) / noise
+
+    previous, following = latents[..., :-1, :], latents[..., 1:, :]
+    flat_z, flat_next = previous.reshape(-1, latents.shape[-1]), following.reshape(
+        -1, latents.shape[-1])
+    flat_u = None
+    if inputs is not None:
+        flat_u = inputs[:, :-1].expand(latents.shape[:1] + inputs[:, :-1].shape).reshape(
+            -1, inputs.shape[-1])
+    jacobian = vmap(jacrev(residual, argnums=(0, 1)), in_dims=(None, None, 0,
+                                                              None if flat_u is None else 0, 0))
+    n = sum(d.numel() for d in deltas.values()) + sum(w.numel() for w in weights.values())
+    gram = latents.new_zeros(n, n)
+    for start in range(0, flat_z.shape[0], chunk):
+        end = start + chunk
+        u = None if flat_u is None else flat_u[start:end]
+        by_delta, by_weight = jacobian(deltas, weights, flat_z[start:end], u,
+                                       flat_next[start:end])
+        rows = torch.cat([j.flatten(2) for j in (*by_delta.values(), *by_weight.values())], -1)
+        rows = rows.reshape(-1, n)
+        gram += rows.T @ rows
+    gram = gram * (scale / latents.shape[0])
+    gram.diagonal().add_(precision)
+    k = sum(d.numel() for d in deltas.values())
+    covariance = torch.cholesky_inverse(torch.linalg.cholesky(gram))[:k, :k]
+    covariance = 0.5 * (covariance + covariance.T)
+    shapes = {f"field.channels.{name}": tuple(d.shape) for name, d in deltas.items()}
+    return shapes, torch.linalg.cholesky(covariance).cpu()

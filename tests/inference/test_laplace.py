@@ -1,0 +1,134 @@
+"""The Laplace posterior over channels and readout gains: its curvature, its draws, its file."""
+
+import numpy as np
+import pytest
+import torch
+
+from pyrodyn.analysis import communication_summary
+from pyrodyn.data import synthetic
+from pyrodyn.inference import (
+    ParameterPosterior,
+    apply_parameter_draw,
+    build_guide,
+    fit,
+    parameter_laplace,
+    posterior,
+    read_state,
+    write_state,
+)
+from pyrodyn.inference.laplace import _channel_scale_tril, _readout_scale_tril
+from pyrodyn.models import LatentODEModel, MultiAreaModel
+from pyrodyn.models.likelihoods import PoissonLikelihood
+from pyrodyn.models.readouts import AffineReadout
+
+
+def test_readout_curvature_is_the_poisson_fisher_information():
+    g = torch.Generator().manual_seed(0)
+    readout = AffineReadout(2, 3)
+    latents = torch.randn(2, 5, 7, 2, generator=g)  # (draw, trial, time, latent)
+    spikes = torch.poisson(torch.full((5, 7, 3), 2.0), generator=g)
+    tril = _readout_scale_tril(readout, PoissonLikelihood(), latents, spikes, None, 3.0, 0.5)
+    x = torch.cat([latents, torch.ones_like(latents[..., :1])], -1)
+    with torch.no_grad():
+        rates = readout(latents).exp()
+    for n in range(3):
+        fisher = 3.0 * torch.einsum("dkt,dkti,dktj->ij", rates[..., n], x, x) / 2
+        expected = torch.linalg.inv(fisher + 0.5 * torch.eye(3))
+        torch.testing.assert_close(tril[n] @ tril[n].T, expected, rtol=1e-4, atol=1e-6)
+
+
+def _two_area(copy_source: bool):
+    """Latents of two 1-d areas; B's state is a copy of A's when ``copy_source``."""
+    model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1)
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(1, 40, 30, 1, generator=g).cumsum(-2) * 0.1
+    b = a.clone() if copy_source else torch.randn(1, 40, 30, 1, generator=g).cumsum(-2) * 0.1
+    return model, torch.cat([a, b], -1)
+
+
+def test_a_channel_the_target_field_can_stand_in_for_gets_a_wide_interval():
+    sd = {}
+    for copy in (False, True):
+        model, latents = _two_area(copy)
+        shapes, tril = _channel_scale_tril(model, latents, None, 1.0, 1.0)
+        assert list(shapes) == ["field.channels.A<-B", "field.channels.B<-A"]
+        sd[copy] = (tril @ tril.T).diagonal().sqrt()
+    # Independent areas: ~1200 transitions pin each channel down (sd ~ noise / spread).
+    assert (sd[False] < 0.1).all()
+    # B a copy of A: B's own linear field explains anything the channel from A does, so
+    # the channel is left with (nearly) its prior's spread, sd 1/sqrt(2) for two twins.
+    assert (sd[True] > 0.5).all()
+
+
+def test_a_draw_moves_the_channel_and_readout_and_leaves_the_model_as_it_was():
+    model = MultiAreaModel({"A": [0, 1, 2], "B": [3, 4]}, 2, diffusion=0.1)
+    z = torch.randn(5, 4)
+    before = model.field.communication(z)["B<-A"]
+    delta = torch.tensor([[0.3, 0.0], [0.0, -0.2]])
+    readout_delta = torch.randn(3, 3)
+    with apply_parameter_draw(model, {"field.channels.B<-A": delta,
+                                      "readouts.A": readout_delta}):
+        moved = model.field.communication(z)["B<-A"]
+        rates = model.readouts["A"](z[:, :2])
+    torch.testing.assert_close(moved, before + z[:, :2] @ delta.T)
+    with torch.no_grad():
+        plain = model.readouts["A"](z[:, :2])
+    torch.testing.assert_close(rates, plain + z[:, :2] @ readout_delta[:, :2].T
+                               + readout_delta[:, 2])
+    torch.testing.assert_close(model.field.communication(z)["B<-A"], before)  # hooks gone
+    with pytest.raises(ValueError, match="neither a channel nor a readout"):
+        with apply_parameter_draw(model, {"field": delta}):
+            pass
+
+
+@pytest.fixture(scope="module")
+def fitted_pair():
+    data = synthetic.two_area(n_trials=40, n_bins=30, n_neurons=8, seed=0) \
+        .with_split(valid=0.0, test=0.25, seed=0)
+    model = MultiAreaModel.from_data(data, 2, hidden=16, diffusion=0.1)
+    guide = build_guide("normal", model)
+    train = data.select("train")
+    fit(model, guide, train, steps=60, seed=0, progress=False)
+    return model, guide, train, data.select("test")
+
+
+def test_posterior_draws_carry_the_weights_uncertainty(fitted_pair, tmp_path):
+    model, guide, train, test = fitted_pair
+    laplace = parameter_laplace(model, guide, train)
+    assert set(laplace.readouts) == {"readouts.A", "readouts.B"}
+    assert set(laplace.channels) == {"field.channels.A<-B", "field.channels.B<-A"}
+    write_state(tmp_path / "parameters.pt", laplace.state_dict())  # weights_only round trip
+    loaded = ParameterPosterior.from_state_dict(read_state(tmp_path / "parameters.pt"))
+    torch.testing.assert_close(loaded.channel_scale_tril, laplace.channel_scale_tril)
+
+    point = posterior(model, guide, test, num_samples=30)
+    model.parameter_posterior = loaded
+    try:
+        drawn = posterior(model, guide, test, num_samples=30)
+        fixed = posterior(model, guide, test, num_samples=30, parameter_draws=False)
+    finally:
+        model.parameter_posterior = None
+    assert drawn.attrs["parameter_uncertainty"] == "laplace"
+    assert point.attrs["parameter_uncertainty"] == "none"
+    np.testing.assert_array_equal(fixed.draws["rates"], point.draws["rates"])
+    # The weights have their own generator: the first path draw is the same (later ones
+    # differ, as Poisson sampling of the predictive spikes uses a rate-dependent count of
+    # random numbers).
+    np.testing.assert_array_equal(drawn.draws["latents"][0], point.draws["latents"][0])
+    width = {name: {k: np.diff(c.interval)[0] for k, c in communication_summary(p).items()}
+             for name, p in (("point", point), ("drawn", drawn))}
+    assert all(width["drawn"][k] > 1.5 * width["point"][k] for k in width["point"])
+    assert drawn.draws["rates"].std(0).mean() > point.draws["rates"].std(0).mean()
+
+
+def test_single_area_models_get_readout_gains_and_bad_arguments_say_what(fitted_pair):
+    data = synthetic.lorenz(n_trials=6, n_bins=10, n_neurons=5, seed=0)
+    model = LatentODEModel(5, 2, diffusion=0.1)
+    guide = build_guide("normal", model)
+    laplace = parameter_laplace(model, guide, data, num_draws=2)
+    assert list(laplace.readouts) == ["readout"] and not laplace.channels
+    assert laplace.readouts["readout"].shape == (5, 3, 3)
+    with pytest.raises(ValueError, match="prior_precision > 0"):
+        parameter_laplace(model, guide, data, prior_precision=0)
+    with pytest.raises(ValueError, match="not a saved ParameterPosterior"):
+        ParameterPosterior.from_state_dict({"channels": {}})
