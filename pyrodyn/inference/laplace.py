@@ -138,13 +138,16 @@ def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) 
 
 
 def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision: float = 1.0,
-                      max_trials: int = 512, seed: int = 0) -> ParameterPosterior:
+                      max_trials: int = 512, marginal: bool = True, seed: int = 0
+                      ) -> ParameterPosterior:
     """The Laplace posterior over ``model``'s channels and readout gains (module docstring).
 
     Args:
         data: the trials the model was fitted on.
         num_draws: guide draws of each trial's latents the curvature is averaged over.
         prior_precision: precision of the Gaussian prior on every weight (> 0).
+        marginal: integrate every area's field weights out of the channels' posterior
+            (False: the channels' posterior given the fitted fields).
         max_trials: at most this many trials, chosen at random, with the curvature scaled up
             to all of ``data``'s (bounds the cost on large data sets; per-trial guides use
             every trial).
@@ -185,7 +188,7 @@ def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision
         inputs = None if subset.inputs is None else torch.as_tensor(subset.inputs, device=device)
         result.channels, result.channel_scale_tril = _channel_scale_tril(
             model, torch.as_tensor(post.draws[sites.LATENTS], device=device), inputs, scale,
-            prior_precision)
+            prior_precision, marginal=marginal)
     return result
 
 
@@ -241,13 +244,14 @@ class _Velocity:
 
 
 @torch.no_grad()  # the Jacobians come from torch.func, which this does not switch off
-def _channel_scale_tril(model, latents, inputs, scale, precision, chunk: int = 2048):
+def _channel_scale_tril(model, latents, inputs, scale, precision, *, marginal: bool = True,
+                        chunk: int = 2048):
     """The channels' marginal covariance factor from the transition density's Gauss-Newton
     matrix over (channel perturbations, every area's field weights); latents (draw, trial,
     time, latent), inputs (trial, time, input) or None."""
     field, solver, noise = model.field, model.solver, model.noise_scale().detach()
     weights = {name: p.detach() for name, p in field.named_parameters()
-               if name.startswith("fields.")}
+               if marginal and name.startswith("fields.")}
     deltas = {}
     for name, channel in field.channels.items():
         n_features = channel.features(latents.new_zeros(1, channel.source_dim)).shape[-1]
