@@ -58,6 +58,10 @@ def test_a_channel_the_target_field_can_stand_in_for_gets_a_wide_interval():
     # B a copy of A: B's own linear field explains anything the channel from A does, so
     # the channel is left with (nearly) its prior's spread, sd 1/sqrt(2) for two twins.
     assert (sd[True] > 0.5).all()
+    # Given the fitted fields (marginal=False) the twins' channel is pinned down again.
+    model, latents = _two_area(True)
+    _, tril = _channel_scale_tril(model, latents, None, 1.0, 1.0, marginal=False)
+    assert ((tril @ tril.T).diagonal().sqrt() < 0.1).all()
 
 
 def test_a_draw_moves_the_channel_and_readout_and_leaves_the_model_as_it_was():
