@@ -87,15 +87,6 @@ class ParameterPosterior:
             draw[path] = (tril @ noise.unsqueeze(-1)).squeeze(-1)
         return draw
 
-    def channel_sd(self) -> dict[str, torch.Tensor]:
-        """Each channel's perturbation standard deviations, shaped like the perturbation."""
-        if not self.channels:
-            return {}
-        sd = self.channel_scale_tril.pow(2).sum(-1).sqrt()
-        sizes = [math.prod(shape) for shape in self.channels.values()]
-        return {path: part.reshape(shape) for (path, shape), part
-                in zip(self.channels.items(), sd.split(sizes))}
-
     def state_dict(self) -> dict:
         """Tensors, strings and numbers only: ``torch.load(weights_only=True)`` reads it."""
         return {"channels": {k: list(v) for k, v in self.channels.items()},
@@ -120,7 +111,16 @@ def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) 
     handles = []
     try:
         for path, delta in draw.items():
-            module = model.get_submodule(path)
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                raise ValueError(f"parameter draw: the model has no module {path!r}; is the "
+                                 "parameter posterior of another model?") from None
+            rows = getattr(module, "target_dim", getattr(module, "n_neurons", None))
+            if rows is not None and delta.shape[0] != rows:
+                raise ValueError(f"parameter draw: {path!r} has {rows} outputs, the draw "
+                                 f"{delta.shape[0]}; is the parameter posterior of another "
+                                 "model?")
             delta = delta.to(next(module.parameters()).device)
             if isinstance(module, Channel):
                 def hook(channel, args, out, delta=delta):

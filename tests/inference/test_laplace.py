@@ -80,9 +80,12 @@ def test_a_draw_moves_the_channel_and_readout_and_leaves_the_model_as_it_was():
     torch.testing.assert_close(rates, plain + z[:, :2] @ readout_delta[:, :2].T
                                + readout_delta[:, 2])
     torch.testing.assert_close(model.field.communication(z)["B<-A"], before)  # hooks gone
-    with pytest.raises(ValueError, match="neither a channel nor a readout"):
-        with apply_parameter_draw(model, {"field": delta}):
-            pass
+    for draw, message in (({"field": delta}, "neither a channel nor a readout"),
+                          ({"readouts.C": delta}, "no module 'readouts.C'"),
+                          ({"readouts.B": readout_delta}, "has 2 outputs, the draw 3")):
+        with pytest.raises(ValueError, match=message):
+            with apply_parameter_draw(model, draw):
+                pass
 
 
 @pytest.fixture(scope="module")
