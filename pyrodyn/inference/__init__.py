@@ -26,14 +26,14 @@ from .guides import (
     per_trial_trials,
     trial_plate,
 )
-from .laplace import ParameterPosterior, apply_parameter_draw, parameter_laplace
+from .laplace import ParameterPosterior, parameter_laplace
 from .options import FitOptions
 from .posterior import Posterior, iter_posterior, posterior, posterior_means
 from .refine import LocalGuide, refine
 from .state import initialize_guide, load_state, read_state, save_state, write_state
 from .stream import write_posterior
 from .svi import FitInterrupted, FitResult, fit, make_elbo
-from .traces import model_args, replay
+from .traces import apply_parameter_draw, model_args, replay
 
 __all__ = [
     "fit", "FitResult", "FitOptions", "FitInterrupted", "make_elbo", "model_args", "replay",

@@ -22,12 +22,13 @@ none to speak of at zero); the Gaussian prior stands in for it. The guide's late
 at the fit (each parameter draw is independent of the path draw given the data), and the
 fields and diffusion stay point estimates.
 
-``posterior`` applies one parameter draw per posterior draw (``apply_parameter_draw``), so
-the uncertainty reaches "comm.A<-B", "rates" and "log_likelihood" (and, for deterministic ODE
-models, "latents"). ``pyrodyn fit --set parameter_prior=1`` computes it and writes
-parameters.pt to the run folder. It is opt-in: measured on multi-area fits (README, benchmark
-(g)) it barely widens true channels, widens absent ones past the fit's own evidence and makes
-the rates' intervals too wide, because the path and the weights are drawn independently.
+``posterior`` applies one parameter draw per posterior draw (``apply_parameter_draw``, in
+``pyrodyn.inference.traces``), so the uncertainty reaches "comm.A<-B", "rates" and
+"log_likelihood" (and, for deterministic ODE models, "latents"). ``pyrodyn fit --set
+parameter_prior=1`` computes it and writes parameters.pt to the run folder. It is opt-in:
+measured on multi-area fits (README, benchmark (g)) it barely widens true channels, widens
+absent ones past the acceptance bound and makes the rates' intervals too wide, because the
+path and the weights are drawn independently.
 
 Example (with a fitted ``model`` and ``guide``)::
 
@@ -37,9 +38,7 @@ Example (with a fitted ``model`` and ``guide``)::
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,10 +46,9 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 
 from ..models import sites
-from ..models.communication import Channel
 from ..models.readouts import Readout
 
-__all__ = ["ParameterPosterior", "parameter_laplace", "apply_parameter_draw"]
+__all__ = ["ParameterPosterior", "parameter_laplace"]
 
 
 @dataclass
@@ -102,39 +100,6 @@ class ParameterPosterior:
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"parameter posterior: not a saved ParameterPosterior ({error})") \
                 from None
-
-
-@contextlib.contextmanager
-def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Runs ``model`` with one ``ParameterPosterior.sample()`` added to its weights (forward
-    hooks on the channels and readouts, removed on exit)."""
-    handles = []
-    try:
-        for path, delta in draw.items():
-            try:
-                module = model.get_submodule(path)
-            except AttributeError:
-                raise ValueError(f"parameter draw: the model has no module {path!r}; is the "
-                                 "parameter posterior of another model?") from None
-            rows = getattr(module, "target_dim", getattr(module, "n_neurons", None))
-            if rows is not None and delta.shape[0] != rows:
-                raise ValueError(f"parameter draw: {path!r} has {rows} outputs, the draw "
-                                 f"{delta.shape[0]}; is the parameter posterior of another "
-                                 "model?")
-            delta = delta.to(next(module.parameters()).device)
-            if isinstance(module, Channel):
-                def hook(channel, args, out, delta=delta):
-                    return out + channel.features(args[0]) @ delta.T
-            elif isinstance(module, Readout):
-                def hook(readout, args, out, delta=delta):
-                    return out + args[0] @ delta[:, :-1].T + delta[:, -1]
-            else:
-                raise ValueError(f"parameter draw: {path!r} is neither a channel nor a readout")
-            handles.append(module.register_forward_hook(hook))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision: float = 1.0,

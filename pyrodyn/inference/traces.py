@@ -1,4 +1,5 @@
-"""The call every pyrodyn model and guide take, and running a model on a guide's draw.
+"""The call every pyrodyn model and guide take, and running a model on a guide's draw (with
+the fitted weights, or one draw of them: ``apply_parameter_draw``).
 
 Example:
     >>> from pyrodyn.data import synthetic
@@ -14,14 +15,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from pyro import poutine
 
 from ..data.spikes import SpikeBatch
+from ..models.communication import Channel
+from ..models.readouts import Readout
 
-__all__ = ["model_args", "replay", "model_device"]
+__all__ = ["model_args", "replay", "model_device", "apply_parameter_draw"]
 
 
 def model_device(model, device: str | torch.device | None = None) -> torch.device:
@@ -48,8 +53,6 @@ def replay(model, guide, kwargs: dict[str, Any], *, fixed: dict[str, Any] | None
     several batches of trials); the rest of the guide is drawn given them.
     ``parameter_draw``: a ``ParameterPosterior.sample()`` the model (not the guide) runs with.
     """
-    from .laplace import apply_parameter_draw
-
     if fixed:
         guide_trace = poutine.trace(poutine.condition(guide, data=fixed)).get_trace(**kwargs)
         for name in fixed:  # drawn, as far as the model is concerned
@@ -59,3 +62,36 @@ def replay(model, guide, kwargs: dict[str, Any], *, fixed: dict[str, Any] | None
     with apply_parameter_draw(model, parameter_draw or {}):
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**kwargs)
     return guide_trace, model_trace
+
+
+@contextlib.contextmanager
+def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Runs ``model`` with one ``ParameterPosterior.sample()`` added to its weights (forward
+    hooks on the channels and readouts, removed on exit)."""
+    handles = []
+    try:
+        for path, delta in draw.items():
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                raise ValueError(f"parameter draw: the model has no module {path!r}; is the "
+                                 "parameter posterior of another model?") from None
+            rows = getattr(module, "target_dim", getattr(module, "n_neurons", None))
+            if rows is not None and delta.shape[0] != rows:
+                raise ValueError(f"parameter draw: {path!r} has {rows} outputs, the draw "
+                                 f"{delta.shape[0]}; is the parameter posterior of another "
+                                 "model?")
+            delta = delta.to(next(module.parameters()).device)
+            if isinstance(module, Channel):
+                def hook(channel, args, out, delta=delta):
+                    return out + channel.features(args[0]) @ delta.T
+            elif isinstance(module, Readout):
+                def hook(readout, args, out, delta=delta):
+                    return out + args[0] @ delta[:, :-1].T + delta[:, -1]
+            else:
+                raise ValueError(f"parameter draw: {path!r} is neither a channel nor a readout")
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
