@@ -47,6 +47,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from ..models import sites
 from ..models.readouts import Readout
+from .traces import apply_parameter_draw
 
 __all__ = ["ParameterPosterior", "parameter_laplace"]
 
@@ -189,23 +190,17 @@ def _readout_scale_tril(readout, likelihood, latents, spikes, mask, scale, preci
     return torch.linalg.cholesky(torch.linalg.inv(information + precision * eye)).cpu()
 
 
-class _Velocity:
-    """The coupled field with its own weights and channel perturbations as arguments (what
-    ``ODESolver.step`` needs: a callable with ``discrete``)."""
+class _Field:
+    """The coupled field with its own weights as arguments (what ``ODESolver.step`` needs: a
+    callable with ``discrete``)."""
 
     discrete = False
 
-    def __init__(self, field, weights, deltas):
-        self.field, self.weights, self.deltas = field, weights, deltas
+    def __init__(self, field, weights):
+        self.field, self.weights = field, weights
 
     def __call__(self, z, u=None):
-        velocity = functional_call(self.field, self.weights, (z, u))
-        parts = self.field.split(z)
-        extra = {area: torch.zeros_like(part) for area, part in parts.items()}
-        for (target, source), name in zip(self.field.pairs, self.field.channels):
-            channel = self.field.channels[name]
-            extra[target] = extra[target] + channel.features(parts[source]) @ self.deltas[name].T
-        return velocity + torch.cat([extra[a] for a in self.field.areas], -1)
+        return functional_call(self.field, self.weights, (z, u))
 
 
 @torch.no_grad()  # the Jacobians come from torch.func, which this does not switch off
@@ -223,7 +218,9 @@ def _channel_scale_tril(model, latents, inputs, scale, precision, *, marginal: b
         deltas[name] = latents.new_zeros(channel.target_dim, n_features)
 
     def residual(deltas, weights, z, u, z_next):
-        step = solver.step(_Velocity(field, weights, deltas), z, u)
+        # the channels perturbed by the hooks the posterior's draws use: one definition of dW
+        with apply_parameter_draw(model, {f"field.channels.{k}": d for k, d in deltas.items()}):
+            step = solver.step(_Field(field, weights), z, u)
         return (z_next - step) / noise
 
     previous, following = latents[..., :-1, :], latents[..., 1:, :]

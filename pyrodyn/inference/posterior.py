@@ -172,10 +172,11 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
              "refine_steps": refine_steps}
     laplace = getattr(model, "parameter_posterior", None) if parameter_draws else None
     attrs["parameter_uncertainty"] = "none" if laplace is None else "laplace"
+    weight_draws = None
     if laplace is not None:  # drawn up front from their own generator, for every batch
         generator = torch.Generator().manual_seed(
             seed if seed is not None else int(torch.randint(2 ** 62, ())))
-        laplace = [laplace.sample(generator) for _ in range(num_samples)]
+        weight_draws = [laplace.sample(generator) for _ in range(num_samples)]
     solver = getattr(model, "solver", None)
     if solver is not None:  # model time per bin: puts communication strengths per bin
         attrs["step_size"] = solver.step_size
@@ -195,7 +196,7 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
                 set_torch_rng(rng_state)
             draws = _draw_batch(model, guide, data, index, num_samples, shared, global_names,
                                 device=device, include_heldout=include_heldout,
-                                refine_steps=refine_steps, parameter_draws=laplace)
+                                refine_steps=refine_steps, weight_draws=weight_draws)
             if seed is not None:
                 rng_state = get_torch_rng(device)
         for name in global_names:
@@ -204,7 +205,7 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
 
 
 def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *, device,
-                include_heldout, refine_steps, parameter_draws) -> dict[str, np.ndarray]:
+                include_heldout, refine_steps, weight_draws) -> dict[str, np.ndarray]:
     # the trials' own indices among ``data``: a per-trial guide finds its parameters by them
     batch = data.to_batch(index, device=device, include_heldout=include_heldout)
     kwargs = model_args(batch, data.n_trials)
@@ -213,7 +214,7 @@ def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *,
     for i in range(num_samples):
         fixed = shared[i] if i < len(shared) else None
         guide_trace, trace = replay(model, q, kwargs, fixed=fixed, parameter_draw=None
-                                    if parameter_draws is None else parameter_draws[i])
+                                    if weight_draws is None else weight_draws[i])
         if i == len(shared):
             shared.append({name: guide_trace.nodes[name]["value"] for name in global_names})
         values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)
