@@ -9,6 +9,9 @@ Two figures, each per trial so that two models can be compared trial by trial:
   log p(x) that tightens as K grows and is exact when the proposal is the exact posterior; the
   Monte Carlo standard error of each trial's estimate is given (delta method). Every observed
   entry is scored, held-out neurons included, while the guide sees only what the encoder may.
+  Where the model carries a ``parameter_posterior`` (``pyrodyn.inference.laplace``), particle k
+  also runs on its own draw of the weights, so the figure is log p(trial | training trials)
+  with the weights' uncertainty integrated out, not log p(trial | fitted weights).
 - ``co_bps``: bits per spike of the posterior-mean rates on held-out neurons, which the encoder
   never sees (only when the data have held-out neurons).
 
@@ -40,7 +43,7 @@ from ..models import sites
 from ..models.likelihoods import Likelihood, PoissonLikelihood
 from .guides import per_trial_trials
 from .refine import _site_moments, refine
-from .traces import model_args, model_device, replay
+from .traces import draw_parameters, model_args, model_device, replay
 
 __all__ = ["Evidence", "heldout_evidence", "importance_log_marginal", "per_trial_bits"]
 
@@ -192,16 +195,18 @@ def importance_log_marginal(model, guide, kwargs, *, num_particles: int = 64
 
 
 @torch.no_grad()
-def _importance(model, guide, kwargs, num_particles):
+def _importance(model, guide, kwargs, num_particles, weights=None):
     """``importance_log_marginal``'s figures and the proposal's mean rates (trial, time,
-    neuron): the particles are posterior draws, so co-bps needs no draws of its own."""
+    neuron): the particles are posterior draws, so co-bps needs no draws of its own.
+    ``weights``: one draw of the model's weights per particle, or None for the fitted ones."""
     if num_particles < 2:
         raise ValueError(f"num_particles: must be >= 2, got {num_particles}")
     kwargs = dict(kwargs, kl_scale=1.0)
     fixed = _global_centres(guide, kwargs)
     log_weights, rates = [], 0.0
-    for _ in range(num_particles):
-        guide_trace, model_trace = replay(model, guide, kwargs, fixed=fixed)
+    for k in range(num_particles):
+        guide_trace, model_trace = replay(model, guide, kwargs, fixed=fixed,
+                                          parameter_draw=None if weights is None else weights[k])
         guide_trace.compute_log_prob()
         model_trace.compute_log_prob()
         log_weights.append(_trial_log_prob(model_trace, observed=True)
@@ -217,11 +222,13 @@ def _importance(model, guide, kwargs, num_particles):
 
 def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
                      num_particles: int = 64, refine_steps: int = 0, batch_size: int = 256,
-                     device: str | torch.device | None = None, seed: int | None = 0) -> Evidence:
+                     device: str | torch.device | None = None, seed: int | None = 0,
+                     parameter_draws: bool = True) -> Evidence:
     """Held-out evidence of a fitted model on the trials of ``test`` (see the module
     docstring). ``train`` gives the null model's mean rates; ``refine_steps`` refines each
     trial's proposal first (``pyrodyn.inference.refine``), as the recipe's scores do. The
     co-bps rates are the proposal's mean over the ``num_particles`` draws.
+    ``parameter_draws=False`` keeps the fitted weights where the model has a parameter posterior.
 
     Raises:
         ValueError: a per-trial guide (it knows only its own trials), or bad counts.
@@ -232,6 +239,8 @@ def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     device = model_device(model, device)
+    # the same weight draws for every batch: trials share the weights
+    weights = draw_parameters(model, num_particles, seed) if parameter_draws else None
     estimates, errors, batch_rates = [], [], []
     model.eval()
     guide.eval()
@@ -241,7 +250,8 @@ def heldout_evidence(model, guide, train: SpikeData, test: SpikeData, *,
             kwargs = model_args(test.to_batch(index, device=device), test.n_trials)
             proposal = refine(model, guide, kwargs, steps=refine_steps) if refine_steps \
                 else guide
-            estimate, mc_se, rates = _importance(model, proposal, kwargs, num_particles)
+            estimate, mc_se, rates = _importance(model, proposal, kwargs, num_particles,
+                                                 weights)
             estimates.append(estimate.cpu().numpy())
             errors.append(mc_se.cpu().numpy())
             batch_rates.append(rates.cpu().numpy())

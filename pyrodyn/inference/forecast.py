@@ -5,7 +5,8 @@ true rates'. The forward-prediction score (NLB's fp-bps) cannot be gamed that wa
 posterior is drawn from its first ``n_bins - forward_bins`` bins only (the encoder and the
 refinement see nothing later), then the model runs on by itself: the ODE continues from the
 draw, a stochastic path continues with fresh noise from its prior, inferred inputs continue as
-their AR(1) prior. The predicted rates are the mean over draws.
+their AR(1) prior. The predicted rates are the mean over draws. Where the model carries a
+``parameter_posterior`` (``pyrodyn.inference.laplace``), each draw runs on with its own weights.
 
 Example (with a fitted ``model`` and ``guide``)::
 
@@ -28,16 +29,18 @@ from ..models import sites
 from ..models.base import SpikeModel
 from ..models.paths import MarkovPath
 from .refine import refine
-from .traces import model_args, model_device
+from .traces import apply_parameter_draw, draw_parameters, model_args, model_device
 
 __all__ = ["forward_rates"]
 
 
 def forward_rates(model: SpikeModel, guide, data: SpikeData, *, forward_bins: int,
                   num_samples: int = 20, refine_steps: int = 0, batch_size: int = 256,
-                  device: str | torch.device | None = None, seed: int | None = 0) -> np.ndarray:
+                  device: str | torch.device | None = None, seed: int | None = 0,
+                  parameter_draws: bool = True) -> np.ndarray:
     """Posterior-predictive mean rates (trial, forward_bins, neuron) of the last
     ``forward_bins`` bins of every trial of ``data``, given only the bins before them.
+    ``parameter_draws=False`` keeps the fitted weights where the model has a parameter posterior.
 
     Raises:
         ValueError: ``forward_bins`` not in 1..n_bins - 1, or bad counts.
@@ -52,6 +55,7 @@ def forward_rates(model: SpikeModel, guide, data: SpikeData, *, forward_bins: in
     device = model_device(model, device)
     model.eval()
     guide.eval()
+    weights = draw_parameters(model, num_samples, seed) if parameter_draws else None
     out = []
     with isolated_rng(seed, device), own_param_store(guide), torch.no_grad():
         for start in range(0, data.n_trials, batch_size):
@@ -62,18 +66,22 @@ def forward_rates(model: SpikeModel, guide, data: SpikeData, *, forward_bins: in
             proposal = refine(model, guide, kwargs, steps=refine_steps) if refine_steps \
                 else guide
             total = 0.0
-            for _ in range(num_samples):
-                values = _continued_draw(model, proposal, kwargs, inputs, forward_bins)
-                trace = poutine.trace(poutine.condition(model, data=values)).get_trace(
-                    None, inputs=inputs, trial_index=kwargs["trial_index"],
-                    num_trials=seen.n_trials, n_bins=data.n_bins)
+            for i in range(num_samples):
+                weight = {} if weights is None else weights[i]
+                values = _continued_draw(model, proposal, kwargs, inputs, forward_bins, weight)
+                with apply_parameter_draw(model, weight):
+                    trace = poutine.trace(poutine.condition(model, data=values)).get_trace(
+                        None, inputs=inputs, trial_index=kwargs["trial_index"],
+                        num_trials=seen.n_trials, n_bins=data.n_bins)
                 total = total + trace.nodes[sites.RATES]["value"][..., -forward_bins:, :]
             out.append((total / num_samples).cpu().numpy())
     return np.concatenate(out)
 
 
-def _continued_draw(model, proposal, kwargs, inputs, forward_bins) -> dict[str, torch.Tensor]:
-    """One posterior draw on the seen bins, its time-varying sites run on over the rest."""
+def _continued_draw(model, proposal, kwargs, inputs, forward_bins, weight
+                    ) -> dict[str, torch.Tensor]:
+    """One posterior draw on the seen bins, its time-varying sites run on over the rest (a
+    path by the model's drift with the weights' draw ``weight`` added)."""
     trace = poutine.trace(proposal).get_trace(**kwargs)
     values = {name: site["value"] for name, site in trace.nodes.items()
               if site["type"] == "sample" and not site["is_observed"]
@@ -86,7 +94,9 @@ def _continued_draw(model, proposal, kwargs, inputs, forward_bins) -> dict[str, 
         last = path[..., -1, :] if path.shape[-2] else trace.nodes[name]["fn"].start
         n_seen = path.shape[-2] + 1
         u = None if inputs is None else inputs[..., n_seen - 1:-1, :]
-        rest = MarkovPath(last, model.transition, model.noise_scale(), forward_bins, u).sample()
+        with apply_parameter_draw(model, weight):
+            rest = MarkovPath(last, model.transition, model.noise_scale(), forward_bins,
+                              u).sample()
         values[name] = torch.cat([path, rest], dim=-2)
     return values
 

@@ -41,7 +41,7 @@ from ..models.base import SpikeModel
 from .export import to_inference_data
 from .guides import per_trial_trials
 from .refine import refine
-from .traces import model_args, model_device, replay
+from .traces import draw_parameters, model_args, model_device, replay
 
 __all__ = ["Posterior", "posterior", "iter_posterior", "posterior_means"]
 
@@ -170,13 +170,9 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
              "guide": getattr(guide, "__name__", type(guide).__name__),
              "pyrodyn_version": __version__, "num_samples": num_samples,
              "refine_steps": refine_steps}
-    laplace = getattr(model, "parameter_posterior", None) if parameter_draws else None
-    attrs["parameter_uncertainty"] = "none" if laplace is None else "laplace"
-    weight_draws = None
-    if laplace is not None:  # drawn up front from their own generator, for every batch
-        generator = torch.Generator().manual_seed(
-            seed if seed is not None else int(torch.randint(2 ** 62, ())))
-        weight_draws = [laplace.sample(generator) for _ in range(num_samples)]
+    # drawn up front, the same for every batch
+    weight_draws = draw_parameters(model, num_samples, seed) if parameter_draws else None
+    attrs["parameter_uncertainty"] = "none" if weight_draws is None else "laplace"
     solver = getattr(model, "solver", None)
     if solver is not None:  # model time per bin: puts communication strengths per bin
         attrs["step_size"] = solver.step_size

@@ -26,7 +26,7 @@ from ..data.spikes import SpikeBatch
 from ..models.communication import Channel
 from ..models.readouts import Readout
 
-__all__ = ["model_args", "replay", "model_device", "apply_parameter_draw"]
+__all__ = ["model_args", "replay", "model_device", "apply_parameter_draw", "draw_parameters"]
 
 
 def model_device(model, device: str | torch.device | None = None) -> torch.device:
@@ -95,3 +95,15 @@ def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) 
     finally:
         for handle in handles:
             handle.remove()
+
+
+def draw_parameters(model, num_draws: int, seed: int | None
+                    ) -> list[dict[str, torch.Tensor]] | None:
+    """``num_draws`` draws of ``model.parameter_posterior`` (None where the model has none),
+    from a generator of their own: the other draws then do not depend on whether it is there."""
+    laplace = getattr(model, "parameter_posterior", None)
+    if laplace is None:
+        return None
+    generator = torch.Generator().manual_seed(
+        seed if seed is not None else int(torch.randint(2 ** 62, ())))
+    return [laplace.sample(generator) for _ in range(num_draws)]

@@ -11,6 +11,8 @@ from pyrodyn.inference import (
     apply_parameter_draw,
     build_guide,
     fit,
+    forward_rates,
+    heldout_evidence,
     parameter_laplace,
     posterior,
     read_state,
@@ -126,6 +128,31 @@ def test_posterior_draws_carry_the_weights_uncertainty(fitted_pair, tmp_path):
              for name, p in (("point", point), ("drawn", drawn))}
     assert all(width["drawn"][k] > 1.5 * width["point"][k] for k in width["point"])
     assert drawn.draws["rates"].std(0).mean() > point.draws["rates"].std(0).mean()
+
+
+def test_forward_prediction_and_evidence_integrate_the_weights_out(fitted_pair):
+    model, guide, train, test = fitted_pair
+    laplace = parameter_laplace(model, guide, train)
+    point_rates = forward_rates(model, guide, test, forward_bins=5)
+    point_evidence = heldout_evidence(model, guide, train, test, num_particles=8)
+    figures = {}
+    for name, scale in (("laplace", 1.0), ("wide", 30.0)):
+        model.parameter_posterior = ParameterPosterior(
+            laplace.channels, laplace.channel_scale_tril * scale,
+            {k: v * scale for k, v in laplace.readouts.items()})
+        try:
+            figures[name] = (forward_rates(model, guide, test, forward_bins=5),
+                             heldout_evidence(model, guide, train, test, num_particles=8))
+            fixed = forward_rates(model, guide, test, forward_bins=5, parameter_draws=False)
+        finally:
+            model.parameter_posterior = None
+        np.testing.assert_array_equal(fixed, point_rates)
+    rates, evidence = figures["laplace"]
+    assert np.isfinite(rates).all() and not np.array_equal(rates, point_rates)
+    assert np.isfinite(evidence.log_marginal).all()
+    assert not np.array_equal(evidence.log_marginal, point_evidence.log_marginal)
+    # weights spread 30 times wider than the data allow predict the held-out trials worse
+    assert figures["wide"][1].log_marginal.mean() < point_evidence.log_marginal.mean() - 1.0
 
 
 def test_single_area_models_get_readout_gains_and_bad_arguments_say_what(fitted_pair):
