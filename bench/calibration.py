@@ -11,6 +11,7 @@ from the 80 before them). Run from the repository root:
     .venv/bin/python bench/calibration.py
     .venv/bin/python bench/calibration.py --set diffusion=0.3
     .venv/bin/python bench/calibration.py --neurons 8 --set diffusion=0.3
+    .venv/bin/python bench/calibration.py --set noise_tau=5
 """
 
 from __future__ import annotations
@@ -76,9 +77,11 @@ def main(argv=None) -> dict:
                fp_bps_ratio=scores["fp_bps"] / scores["true_fp_bps"], **scores)
     if args.heldout:  # the true rates' co-bps is the ceiling of the model's
         row["co_bps_ratio"] = scores["co_bps"] / scores["true_co_bps"]
-    sigma = getattr(model, "diffusion", None)
-    if sigma is not None:
-        row["diffusion"] = sigma.sigma().tolist()
+    diffusion = getattr(model, "diffusion", None)
+    if diffusion is not None:
+        row["diffusion"] = diffusion.sigma().tolist()
+        if diffusion.log_tau is not None:
+            row["noise_tau"] = diffusion.log_tau.exp().tolist()
     print(json.dumps(row))
     return row
 

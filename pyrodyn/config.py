@@ -41,6 +41,8 @@ class RunConfig:
     step_size: float = 0.1
     diffusion: float | None = 0.1  # initial sigma of the stochastic latent path, learned
                                    # (None: a deterministic ODE; README: calibration)
+    noise_tau: float | None = None  # initial correlation time (bins) of the path's noise,
+                                    # learned (None: white noise)
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
@@ -103,6 +105,11 @@ class RunConfig:
             check_number("config: parameter_prior", self.parameter_prior, low=0, low_open=True)
         if self.diffusion is not None:
             check_number("config: diffusion", self.diffusion, low=0, low_open=True)
+        if self.noise_tau is not None:
+            check_number("config: noise_tau", self.noise_tau, low=0, low_open=True)
+            if self.diffusion is None:
+                raise ValueError("config: noise_tau needs a stochastic path (diffusion), "
+                                 "not diffusion=null")
         if not isinstance(self.model, str):
             raise ValueError(f"config: model must be a name, got {self.model!r}")
         self.fit_options()  # the options fit takes, checked there

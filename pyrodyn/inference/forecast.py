@@ -91,12 +91,19 @@ def _continued_draw(model, proposal, kwargs, inputs, forward_bins, weight
                                      scale=model.input_scale)
     for name in model.path_sites:
         path = values[name]  # bins 1 .. n_seen - 1; the chain's start is bin 0
-        last = path[..., -1, :] if path.shape[-2] else trace.nodes[name]["fn"].start
-        n_seen = path.shape[-2] + 1
+        states = torch.cat([trace.nodes[name]["fn"].start.expand(
+            path.shape[:-2] + path.shape[-1:]).unsqueeze(-2), path], dim=-2)
+        n_seen = states.shape[-2]
         u = None if inputs is None else inputs[..., n_seen - 1:-1, :]
         with apply_parameter_draw(model, weight):
-            rest = MarkovPath(last, model.transition, model.noise_scale(), forward_bins,
-                              u).sample()
+            correlation = model.noise_correlation()
+            last_noise = None  # correlated noise runs on from the last seen transition's
+            if correlation is not None and n_seen > 1:
+                u_last = None if inputs is None else inputs[..., n_seen - 2, :]
+                last_noise = states[..., -1, :] - model.transition(states[..., -2, :], u_last)
+            rest = MarkovPath(states[..., -1, :], model.transition, model.noise_scale(),
+                              forward_bins, u, correlation=correlation,
+                              last_noise=last_noise).sample()
         values[name] = torch.cat([path, rest], dim=-2)
     return values
 

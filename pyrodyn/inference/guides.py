@@ -231,7 +231,8 @@ class AmortizedGuide(AutoGuide):
         model = self.model
         return guided_path(self.path_head(sequence[..., 1:, :]), start, model.transition,
                            model.noise_scale(), None if inputs is None else inputs[..., :-1, :],
-                           start_sites=tuple(self.z0_sites))
+                           start_sites=tuple(self.z0_sites),
+                           correlation=model.noise_correlation())
 
 
 class AmortizedNormalGuide(AmortizedGuide):

@@ -46,6 +46,7 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 
 from ..models import sites
+from ..models.paths import innovation_scales, previous_states
 from ..models.readouts import Readout
 from .traces import apply_parameter_draw
 
@@ -209,7 +210,9 @@ def _channel_scale_tril(model, latents, inputs, scale, precision, *, marginal: b
     """The channels' marginal covariance factor from the transition density's Gauss-Newton
     matrix over (channel perturbations, every area's field weights); latents (draw, trial,
     time, latent), inputs (trial, time, input) or None."""
-    field, solver, noise = model.field, model.solver, model.noise_scale().detach()
+    field, solver = model.field, model.solver
+    noise, rho = model.noise_scale().detach(), model.noise_correlation()
+    rho = None if rho is None else rho.detach()
     weights = {name: p.detach() for name, p in field.named_parameters()
                if marginal and name.startswith("fields.")}
     deltas = {}
@@ -217,28 +220,37 @@ def _channel_scale_tril(model, latents, inputs, scale, precision, *, marginal: b
         n_features = channel.features(latents.new_zeros(1, channel.source_dim)).shape[-1]
         deltas[name] = latents.new_zeros(channel.target_dim, n_features)
 
-    def residual(deltas, weights, z, u, z_next):
+    def residual(deltas, weights, z_before, z, z_next, inputs, scale, keep):
+        # each transition's innovation in units of its scale (the path's density is a product
+        # of these): the noise z_next - step(z), less rho times the noise before it
+        u_before, u = inputs if inputs else (None, None)
         # the channels perturbed by the hooks the posterior's draws use: one definition of dW
         with apply_parameter_draw(model, {f"field.channels.{k}": d for k, d in deltas.items()}):
-            step = solver.step(_Field(field, weights), z, u)
-        return (z_next - step) / noise
+            drift = _Field(field, weights)
+            innovation = z_next - solver.step(drift, z, u)
+            if rho is not None:  # the first transition's z_before is a stand-in: keep 0
+                innovation = innovation - rho * keep * (z - solver.step(drift, z_before,
+                                                                         u_before))
+        return innovation / scale
 
+    n_steps, size = latents.shape[-2] - 1, latents.shape[:-2] + (latents.shape[-2] - 1,)
+    scales = innovation_scales(noise, rho, n_steps).expand(size + noise.shape)
+    keep = (torch.arange(n_steps, device=latents.device) > 0).to(latents.dtype)
     previous, following = latents[..., :-1, :], latents[..., 1:, :]
-    flat_z, flat_next = previous.reshape(-1, latents.shape[-1]), following.reshape(
-        -1, latents.shape[-1])
-    flat_u = None
+    before = previous_states(latents[..., 0, :], previous)
+    columns = [before, previous, following]
     if inputs is not None:
-        flat_u = inputs[:, :-1].expand(latents.shape[:1] + inputs[:, :-1].shape).reshape(
-            -1, inputs.shape[-1])
-    jacobian = vmap(jacrev(residual, argnums=(0, 1)), in_dims=(None, None, 0,
-                                                              None if flat_u is None else 0, 0))
+        u = inputs[:, :-1].expand(latents.shape[:1] + inputs[:, :-1].shape)
+        columns += [previous_states(u[..., 0, :], u), u]
+    columns += [scales, keep.expand(size).unsqueeze(-1)]
+    flat = [c.reshape(-1, c.shape[-1]) for c in columns]
+    jacobian = vmap(jacrev(residual, argnums=(0, 1)), in_dims=(None, None, 0, 0, 0, 0, 0, 0))
     n = sum(d.numel() for d in deltas.values()) + sum(w.numel() for w in weights.values())
     gram = latents.new_zeros(n, n)
-    for start in range(0, flat_z.shape[0], chunk):
-        end = start + chunk
-        u = None if flat_u is None else flat_u[start:end]
-        by_delta, by_weight = jacobian(deltas, weights, flat_z[start:end], u,
-                                       flat_next[start:end])
+    for start in range(0, flat[0].shape[0], chunk):
+        part = [c[start:start + chunk] for c in flat]
+        by_delta, by_weight = jacobian(deltas, weights, *part[:3], tuple(part[3:-2]),
+                                       *part[-2:])
         rows = torch.cat([j.flatten(2) for j in (*by_delta.values(), *by_weight.values())], -1)
         rows = rows.reshape(-1, n)
         gram += rows.T @ rows

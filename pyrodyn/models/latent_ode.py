@@ -61,6 +61,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         diffusion: initial diffusion sigma of a stochastic latent path (learned per
             dimension; ``pyrodyn.models.paths``), or None (default) for a deterministic ODE.
             The path's noise is the room the posterior has for the fitted dynamics' error.
+        noise_tau: initial correlation time (bins, learned per dimension) of the path's
+            noise, an AR(1) process; None (default) for white noise.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         learn_prior: bool = True,
         solver: ODESolver | None = None,
         diffusion: float | None = None,
+        noise_tau: float | None = None,
     ) -> None:
         super().__init__()
         if n_neurons < 1 or latent_dim < 1:
@@ -102,7 +105,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         self.solver = solver or ODESolver("midpoint", step_size=0.1)
         self.z0_prior = InitialStatePrior(latent_dim, scale=prior_scale, learn=learn_prior)
         self.diffusion = stochastic_path_diffusion(diffusion, latent_dim, self.solver,
-                                                   inferred_input_dim, self.field)
+                                                   inferred_input_dim, self.field,
+                                                   tau=noise_tau)
 
     @classmethod
     def from_config(cls, config, data) -> LatentODEModel:
@@ -121,7 +125,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
             likelihood=config.likelihood, external_input_dim=external,
             inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
-            diffusion=config.diffusion)
+            diffusion=config.diffusion, noise_tau=config.noise_tau)
 
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,

@@ -83,7 +83,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         coupling_prior: rate of the Laplace prior on each channel's gain (0: no shrinkage).
         external_input_dim: known input channels, seen by every area.
         inferred_input_dim: inferred input channels per area (sites "inputs.A").
-        prior_scale, learn_prior, input_tau, input_scale, solver, diffusion: as in
+        prior_scale, learn_prior, input_tau, input_scale, solver, diffusion, noise_tau: as in
             ``LatentODEModel`` (a diffusion makes one stochastic path over all areas' states).
     """
 
@@ -108,6 +108,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         learn_prior: bool = True,
         solver: ODESolver | None = None,
         diffusion: float | None = None,
+        noise_tau: float | None = None,
     ) -> None:
         super().__init__()
         self.areas = [str(a) for a in areas]
@@ -152,7 +153,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
                                         for a in self.areas})
         self.solver = solver or ODESolver("midpoint", step_size=0.1)
         self.diffusion = stochastic_path_diffusion(diffusion, self.latent_dim, self.solver,
-                                                   inferred_input_dim, self.field)
+                                                   inferred_input_dim, self.field,
+                                                   tau=noise_tau)
         order = np.concatenate([self.area_neurons[a] for a in self.areas])
         self.register_buffer("_neuron_order", torch.as_tensor(np.argsort(order)),
                              persistent=False)
@@ -179,7 +181,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
             coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
             input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
-            diffusion=config.diffusion)
+            diffusion=config.diffusion, noise_tau=config.noise_tau)
 
     def _check_neurons(self) -> int:
         every = np.concatenate(list(self.area_neurons.values()))

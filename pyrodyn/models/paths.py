@@ -1,9 +1,14 @@
-"""Stochastic latent paths on the bin grid: ``z[k+1] = step(z[k], u[k]) + s * noise``.
+"""Stochastic latent paths on the bin grid: ``z[k+1] = step(z[k], u[k]) + r[k]``.
 
 A model with a diffusion (``LatentODEModel(..., diffusion=0.1)``) draws each trial's path after
-its initial state: ``step`` is one bin of the model's fixed-step ODE solver (the drift), ``s`` the
-per-dimension noise scale per bin (``sigma * sqrt(step_size)``, Euler-Maruyama on the bin grid).
-The deterministic ODE is the ``s -> 0`` limit.
+its initial state: ``step`` is one bin of the model's fixed-step ODE solver (the drift), ``r[k]``
+the path's noise. White by default, ``r[k] = s * eps[k]`` with ``s`` the per-dimension noise
+scale per bin (``sigma * sqrt(step_size)``, Euler-Maruyama on the bin grid). With a correlation
+``rho`` (``noise_tau``: ``rho = exp(-1 / tau)`` per bin) the noise is an AR(1) process,
+``r[k] = rho * r[k-1] + s * eps[k]``, started from its stationary law (scale
+``s / sqrt(1 - rho**2)``) or from a given previous noise: a forcing that is smooth in time, as
+the error of a smooth fitted drift is. The deterministic ODE is the ``s -> 0`` limit, white noise
+``rho = 0``.
 
 - ``MarkovPath``: that prior over the path ``z[1:]`` given ``z[0]``, event (time - 1, latent).
   Its density is scored in parallel over bins, one drift evaluation for the whole path.
@@ -32,8 +37,8 @@ from pyro.distributions import TorchDistribution, constraints
 
 from . import sites
 
-__all__ = ["MarkovPath", "GuidedPath", "Diffusion", "previous_states", "path_head_size",
-           "guided_path", "LatentPathModel", "stochastic_path_diffusion"]
+__all__ = ["MarkovPath", "GuidedPath", "Diffusion", "previous_states", "innovation_scales",
+           "path_head_size", "guided_path", "LatentPathModel", "stochastic_path_diffusion"]
 
 Drift = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -49,36 +54,69 @@ def _input(inputs: torch.Tensor | None, k: int) -> torch.Tensor | None:
     return None if inputs is None else inputs[..., k, :]
 
 
+def innovation_scales(noise_scale: torch.Tensor, correlation: torch.Tensor | None, n_steps: int,
+                      *, stationary_start: bool = True) -> torch.Tensor:
+    """The scale of each step's innovation: ``noise_scale`` (latent,) for white noise, else
+    (n_steps, latent) with the first row the stationary scale where the chain starts afresh."""
+    if correlation is None:
+        return noise_scale
+    first = noise_scale / torch.sqrt(1 - correlation ** 2) if stationary_start else noise_scale
+    rest = noise_scale.expand(max(n_steps - 1, 0), noise_scale.shape[-1])
+    return torch.cat([first.unsqueeze(0), rest])[:n_steps]
+
+
 class _Path(TorchDistribution):
     arg_constraints = {}
     support = constraints.independent(constraints.real, 2)
     has_rsample = True
 
     def __init__(self, start: torch.Tensor, drift: Drift, noise_scale: torch.Tensor,
-                 n_steps: int, inputs: torch.Tensor | None = None) -> None:
+                 n_steps: int, inputs: torch.Tensor | None = None, *,
+                 correlation: torch.Tensor | None = None,
+                 last_noise: torch.Tensor | None = None) -> None:
         self.start, self.drift, self.noise_scale = start, drift, noise_scale
         self.n_steps, self.inputs = n_steps, inputs
+        self.correlation, self.last_noise = correlation, last_noise
         super().__init__(start.shape[:-1], torch.Size((n_steps, start.shape[-1])),
                          validate_args=False)
 
+    def _scales(self) -> torch.Tensor:
+        return innovation_scales(self.noise_scale, self.correlation, self.n_steps,
+                                 stationary_start=self.last_noise is None)
+
+    def _previous_noise(self, like: torch.Tensor) -> torch.Tensor:
+        return like.new_zeros(()) if self.last_noise is None else self.last_noise
+
+    def _next_noise(self, noise: torch.Tensor, innovation: torch.Tensor) -> torch.Tensor:
+        return innovation if self.correlation is None else self.correlation * noise + innovation
+
     def _residual(self, value: torch.Tensor) -> torch.Tensor:
-        """The noise each transition of ``value`` needed, in units of the noise scale."""
-        return (value - self.drift(previous_states(self.start, value), self.inputs)) \
-            / self.noise_scale
+        """The innovation each transition of ``value`` needed, in units of its scale."""
+        noise = value - self.drift(previous_states(self.start, value), self.inputs)
+        if self.correlation is not None:
+            before = previous_states(self._previous_noise(noise).expand(
+                noise.shape[:-2] + noise.shape[-1:]), noise)
+            noise = noise - self.correlation * before
+        return noise / self._scales()
 
     def _log_jacobian(self) -> torch.Tensor:
-        return self.n_steps * torch.log(self.noise_scale).sum()
+        log_scales = torch.log(self._scales())
+        return log_scales.sum() * (self.n_steps if log_scales.dim() == 1 else 1)
 
 
 class MarkovPath(_Path):
-    """``z[k+1] ~ Normal(drift(z[k], u[k]), noise_scale)`` from ``start`` (..., latent);
+    """``z[k+1] = drift(z[k], u[k]) + r[k]`` from ``start`` (..., latent), the noise ``r`` white
+    with scale ``noise_scale`` or, with a ``correlation`` (latent,), AR(1) from its stationary law
+    or from ``last_noise`` (..., latent), the noise of the transition into ``start``;
     ``inputs`` (..., n_steps, input) the drift's per-bin inputs or None."""
 
     def rsample(self, sample_shape=()):
         z = self.start.expand(torch.Size(sample_shape) + self.start.shape)
-        steps = []
+        noise, scales, steps = self._previous_noise(z), self._scales(), []
         for k in range(self.n_steps):
-            z = self.drift(z, _input(self.inputs, k)) + self.noise_scale * torch.randn_like(z)
+            scale = scales if scales.dim() == 1 else scales[k]
+            noise = self._next_noise(noise, scale * torch.randn_like(z))
+            z = self.drift(z, _input(self.inputs, k)) + noise
             steps.append(z)
         return torch.stack(steps, dim=-2)
 
@@ -89,41 +127,52 @@ class MarkovPath(_Path):
 
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape)
+        last = self.last_noise
         return MarkovPath(self.start.expand(shape + self.start.shape[-1:]), self.drift,
-                          self.noise_scale, self.n_steps, self.inputs)
+                          self.noise_scale, self.n_steps, self.inputs,
+                          correlation=self.correlation,
+                          last_noise=None if last is None else last.expand(shape + last.shape[-1:]))
 
 
 class GuidedPath(_Path):
-    """``z[k+1] = drift(z[k], u[k]) + s * (gains[k] z[k] + offsets[k] + scale_tril[k] eta)``.
+    """``z[k+1] = drift(z[k], u[k]) + r[k]``, ``r[k] = rho r[k-1] + s[k] * (gains[k] z[k] +
+    offsets[k] + scale_tril[k] eta)``: the prior's noise (``MarkovPath``; ``rho`` 0 for white
+    noise) with each innovation corrected.
 
     Args:
         start: (..., latent) the state at bin 0.
         gains: (..., n_steps, latent, latent); offsets: (..., n_steps, latent);
         scale_tril: (..., n_steps, latent, latent) lower-triangular noise factors.
         start_sites: the sites whose values, concatenated, are ``start`` (for refinement).
+        correlation: the prior noise's AR(1) coefficient per dimension, None for white noise.
     """
 
     def __init__(self, start, drift, noise_scale, gains, offsets, scale_tril, inputs=None, *,
-                 start_sites: tuple[str, ...] = ()) -> None:
+                 start_sites: tuple[str, ...] = (),
+                 correlation: torch.Tensor | None = None) -> None:
         self.gains, self.offsets, self.scale_tril = gains, offsets, scale_tril
         self.start_sites = tuple(start_sites)
-        super().__init__(start, drift, noise_scale, offsets.shape[-2], inputs)
+        super().__init__(start, drift, noise_scale, offsets.shape[-2], inputs,
+                         correlation=correlation)
 
     def rebase(self, start: torch.Tensor, offset: torch.Tensor | float = 0.0) -> GuidedPath:
         """The same chain from another start, its offsets shifted by ``offset``."""
         return GuidedPath(start, self.drift, self.noise_scale, self.gains,
                           self.offsets + offset, self.scale_tril, self.inputs,
-                          start_sites=self.start_sites)
+                          start_sites=self.start_sites, correlation=self.correlation)
 
-    def _roll(self, noise: torch.Tensor | None) -> torch.Tensor:
-        z, steps = self.start, []
+    def _roll(self, eta: torch.Tensor | None) -> torch.Tensor:
+        z, scales, steps = self.start, self._scales(), []
+        noise = self._previous_noise(z)
         for k in range(self.n_steps):
             correction = (self.gains[..., k, :, :] @ z.unsqueeze(-1)).squeeze(-1) \
                 + self.offsets[..., k, :]
-            if noise is not None:
+            if eta is not None:
                 correction = correction + (self.scale_tril[..., k, :, :]
-                                           @ noise[..., k, :].unsqueeze(-1)).squeeze(-1)
-            z = self.drift(z, _input(self.inputs, k)) + self.noise_scale * correction
+                                           @ eta[..., k, :].unsqueeze(-1)).squeeze(-1)
+            scale = scales if scales.dim() == 1 else scales[k]
+            noise = self._next_noise(noise, scale * correction)
+            z = self.drift(z, _input(self.inputs, k)) + noise
             steps.append(z)
         return torch.stack(steps, dim=-2)
 
@@ -162,7 +211,8 @@ def path_head_size(latent_dim: int) -> int:
 
 def guided_path(params: torch.Tensor, start: torch.Tensor, drift: Drift,
                 noise_scale: torch.Tensor, inputs: torch.Tensor | None = None, *,
-                start_sites: tuple[str, ...] = ()) -> GuidedPath:
+                start_sites: tuple[str, ...] = (),
+                correlation: torch.Tensor | None = None) -> GuidedPath:
     """A ``GuidedPath`` from an encoder's (..., n_steps, ``path_head_size(D)``) outputs: the
     noise factors' diagonals through a softplus (1 where the raw output is 0.5413, i.e. the
     prior's noise when gains and offsets are zero)."""
@@ -174,24 +224,34 @@ def guided_path(params: torch.Tensor, start: torch.Tensor, drift: Drift,
     diagonal = torch.nn.functional.softplus(torch.diagonal(tril, dim1=-2, dim2=-1)) + 1e-4
     tril = torch.tril(tril, diagonal=-1) + torch.diag_embed(diagonal)
     return GuidedPath(start, drift, noise_scale, gains.unflatten(-1, (d, d)), offsets, tril,
-                      inputs, start_sites=start_sites)
+                      inputs, start_sites=start_sites, correlation=correlation)
 
 
 class Diffusion(torch.nn.Module):
-    """A learned per-dimension diffusion ``sigma`` (state units per sqrt(time unit)) and the
-    noise scale per bin it gives, ``sigma * sqrt(step_size)``.
+    """A learned per-dimension diffusion ``sigma`` (state units per sqrt(time unit)), the
+    noise scale per bin it gives, ``sigma * sqrt(step_size)``, and, where ``tau`` (bins) is
+    given, the noise's learned per-dimension correlation time (white noise where it is None).
 
     Example:
-        >>> Diffusion(3, init=0.1, step_size=0.1).noise_scale().shape
+        >>> Diffusion(3, init=0.1, step_size=0.1, tau=5.0).correlation().shape
         torch.Size([3])
     """
 
-    def __init__(self, latent_dim: int, *, init: float, step_size: float) -> None:
+    def __init__(self, latent_dim: int, *, init: float, step_size: float,
+                 tau: float | None = None) -> None:
         super().__init__()
         if not init > 0:
             raise ValueError(f"diffusion: must be > 0 (None for a deterministic ODE), got {init}")
+        if tau is not None and not tau > 0:
+            raise ValueError(f"noise_tau: must be > 0 bins (None for white noise), got {tau}")
         self.log_sigma = torch.nn.Parameter(torch.full((latent_dim,), math.log(init)))
+        self.log_tau = None if tau is None else torch.nn.Parameter(
+            torch.full((latent_dim,), math.log(tau)))
         self.step_size = float(step_size)
+
+    def correlation(self) -> torch.Tensor | None:
+        """The noise's AR(1) coefficient per bin, ``exp(-1 / tau)``; None for white noise."""
+        return None if self.log_tau is None else torch.exp(-torch.exp(-self.log_tau))
 
     def sigma(self) -> torch.Tensor:
         return self.log_sigma.exp()
@@ -214,8 +274,12 @@ class LatentPathModel:
         return self.solver.step(self.field, z, u)
 
     def noise_scale(self) -> torch.Tensor:
-        """The path's noise standard deviation per bin and dimension."""
+        """The path's noise (innovation) standard deviation per bin and dimension."""
         return self.diffusion.noise_scale()
+
+    def noise_correlation(self) -> torch.Tensor | None:
+        """The path noise's AR(1) coefficient per bin and dimension; None for white noise."""
+        return self.diffusion.correlation()
 
     def trajectory(self, z0: torch.Tensor, n_bins: int,
                    inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -225,15 +289,19 @@ class LatentPathModel:
             return self.solver(self.field, z0, n_bins, inputs)
         path = pyro.sample(sites.PATH, MarkovPath(
             z0, self.transition, self.noise_scale(), n_bins - 1,
-            None if inputs is None else inputs[..., :-1, :]))
+            None if inputs is None else inputs[..., :-1, :],
+            correlation=self.noise_correlation()))
         return torch.cat([z0.expand(path.shape[:-2] + z0.shape[-1:]).unsqueeze(-2), path], -2)
 
 
 def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, inferred_input_dim: int,
-                              field) -> Diffusion | None:
+                              field, tau: float | None = None) -> Diffusion | None:
     """A model's ``Diffusion`` (None for a deterministic ODE), checked against what a
     stochastic path cannot combine with."""
     if init is None:
+        if tau is not None:
+            raise ValueError("noise_tau: correlated path noise needs a stochastic path "
+                             "(a diffusion), not a deterministic ODE")
         return None
     if inferred_input_dim:
         raise ValueError("diffusion: a stochastic path and inferred inputs are two kinds of "
@@ -244,4 +312,4 @@ def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, infer
                          "discrete GRU transition (--set diffusion=null)")
     probe = None if not field.input_dim else torch.zeros(1, field.input_dim)
     solver.step(field, torch.zeros(1, latent_dim), probe)  # adaptive solvers: a clear error
-    return Diffusion(latent_dim, init=init, step_size=solver.step_size)
+    return Diffusion(latent_dim, init=init, step_size=solver.step_size, tau=tau)

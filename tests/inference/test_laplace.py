@@ -21,6 +21,7 @@ from pyrodyn.inference import (
 from pyrodyn.inference.laplace import _channel_scale_tril, _readout_scale_tril
 from pyrodyn.models import LatentODEModel, MultiAreaModel
 from pyrodyn.models.likelihoods import PoissonLikelihood
+from pyrodyn.models.paths import MarkovPath
 from pyrodyn.models.readouts import AffineReadout
 
 
@@ -64,6 +65,33 @@ def test_a_channel_the_target_field_can_stand_in_for_gets_a_wide_interval():
     model, latents = _two_area(True)
     _, tril = _channel_scale_tril(model, latents, None, 1.0, 1.0, marginal=False)
     assert ((tril @ tril.T).diagonal().sqrt() < 0.1).all()
+
+
+@pytest.mark.parametrize("noise_tau", [None, 3.0], ids=["white", "correlated"])
+def test_channel_curvature_is_that_of_the_path_density(noise_tau):
+    """Given the fields, the channels' Gauss-Newton matrix is J'J of the path's innovations
+    (``MarkovPath``'s, white or AR(1)), differentiated through the posterior's own hooks."""
+    model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1,
+                           noise_tau=noise_tau)
+    _, latents = _two_area(False)
+    shapes, tril = _channel_scale_tril(model, latents, None, 2.0, 1.0, marginal=False)
+
+    def innovations(flat):
+        draw, at = {}, 0
+        for name, shape in shapes.items():
+            size = int(np.prod(shape))
+            draw[name] = flat[at:at + size].reshape(shape)
+            at += size
+        with apply_parameter_draw(model, draw):
+            prior = MarkovPath(latents[..., 0, :], model.transition, model.noise_scale(),
+                               latents.shape[-2] - 1, correlation=model.noise_correlation())
+            return prior._residual(latents[..., 1:, :]).flatten()
+
+    with torch.no_grad():
+        n = sum(int(np.prod(shape)) for shape in shapes.values())
+        jacobian = torch.autograd.functional.jacobian(innovations, torch.zeros(n))
+        expected = torch.linalg.inv(2.0 * jacobian.T @ jacobian + torch.eye(n))
+    torch.testing.assert_close(tril @ tril.T, expected, rtol=1e-4, atol=1e-7)
 
 
 def test_a_draw_moves_the_channel_and_readout_and_leaves_the_model_as_it_was():

@@ -35,6 +35,57 @@ def test_markov_path_density_is_the_product_of_its_transitions():
     assert torch.allclose(prior.log_prob(path), expected, atol=1e-5)
 
 
+def _ar1_gaussian(scale, rho, n, last=None):
+    """The exact law of an AR(1) noise path (n steps, one dimension), from its stationary law
+    or, given ``last``, from that previous noise: its mean and covariance."""
+    k = torch.arange(n)
+    lag = (k[:, None] - k[None, :]).abs()
+    if last is None:
+        return torch.zeros(n), scale ** 2 / (1 - rho ** 2) * rho ** lag
+    both = torch.minimum(k[:, None], k[None, :])  # innovations shared by steps i and j
+    covariance = scale ** 2 * rho ** lag * (1 - rho ** (2 * (both + 1))) / (1 - rho ** 2)
+    return last[..., None] * rho ** (k + 1), covariance
+
+
+def test_correlated_noise_density_is_the_exact_ar1_gaussian():
+    """With no drift the path is the noise itself: its density, from the stationary law or
+    from a given previous noise, is the AR(1) Gaussian's, and its draws have that law."""
+    torch.manual_seed(0)
+    scale, rho = torch.tensor([0.3, 0.2]), torch.tensor([0.8, 0.5])
+
+    def still(z, u):
+        return torch.zeros_like(z)
+
+    for last in (None, torch.randn(3, 2)):
+        prior = MarkovPath(torch.zeros(3, 2), still, scale, 6, correlation=rho, last_noise=last)
+        path = prior.sample()
+        expected = 0.0
+        for d in range(2):
+            mean, cov = _ar1_gaussian(scale[d], rho[d], 6, None if last is None else last[:, d])
+            expected = expected + torch.distributions.MultivariateNormal(mean, cov).log_prob(
+                path[..., d])
+        assert torch.allclose(prior.log_prob(path), expected, atol=1e-4)
+    draws = MarkovPath(torch.zeros(20000, 2), still, scale, 4, correlation=rho).sample()
+    torch.testing.assert_close(draws.std(0), (scale / torch.sqrt(1 - rho ** 2)).expand(4, 2),
+                               atol=0.01, rtol=0.0)
+    lag_one = (draws[:, 1] * draws[:, 0]).mean(0) / draws[:, 0].var(0)
+    torch.testing.assert_close(lag_one, rho, atol=0.02, rtol=0.0)
+
+
+def test_a_guided_path_with_correlated_noise_at_rest_is_its_prior():
+    torch.manual_seed(0)
+    d, start, scale, rho = 2, torch.randn(4, 2), torch.tensor([0.2, 0.3]), torch.tensor([0.9, 0.4])
+    params = torch.zeros(4, 6, path_head_size(d))
+    params[..., [d * d + d, d * d + d + 2]] = math.log(math.expm1(1.0))
+    rest = guided_path(params, start, _drift, scale, correlation=rho)
+    path = rest.sample()
+    prior = MarkovPath(start, _drift, scale, 6, correlation=rho)
+    assert torch.allclose(rest.log_prob(path), prior.log_prob(path), atol=5e-3)
+    assert torch.equal(rest.rebase(start).correlation, rho)  # refinement keeps the noise's law
+    white = MarkovPath(start, _drift, scale, 6)
+    assert not torch.allclose(prior.log_prob(path), white.log_prob(path), atol=0.1)
+
+
 def test_guided_path_at_rest_is_the_prior_and_its_density_matches_its_draws():
     torch.manual_seed(0)
     d, start, scale = 2, torch.randn(4, 2), torch.tensor([0.2, 0.2])
@@ -63,18 +114,27 @@ def test_diffusion_options_are_checked():
         RunConfig(diffusion=-1.0)
     with pytest.raises(ValueError, match="diffusion"):
         LatentODEModel(5, 2, diffusion=0.0)
+    with pytest.raises(ValueError, match="noise_tau"):
+        RunConfig(noise_tau=0.0)
+    with pytest.raises(ValueError, match="noise_tau"):
+        RunConfig(diffusion=None, noise_tau=5.0)
+    with pytest.raises(ValueError, match="noise_tau"):
+        LatentODEModel(5, 2, noise_tau=5.0)
 
 
-def test_a_diffusion_model_fits_draws_refines_and_scores():
+@pytest.mark.parametrize("noise_tau", [None, 5.0], ids=["white", "correlated"])
+def test_a_diffusion_model_fits_draws_refines_and_scores(noise_tau):
     data = synthetic.lorenz(n_trials=24, n_bins=20, n_neurons=12, seed=0)
     data = data.with_split(valid=0.25, test=0.25, seed=0)
     train, test = data.select("train"), data.select("test")
-    model = LatentODEModel(12, 3, diffusion=0.3)
+    model = LatentODEModel(12, 3, diffusion=0.3, noise_tau=noise_tau)
     guide = AmortizedNormalGuide(model)
     assert model.path_sites == {sites.PATH: 3}
     fit(model, guide, train, steps=20, batch_size=8, progress=False, curriculum=None)
     sigma_moved = not torch.allclose(model.diffusion.sigma(), torch.full((3,), 0.3))
     assert sigma_moved  # the diffusion is learned
+    if noise_tau is not None:  # and so is the noise's correlation time
+        assert not torch.allclose(model.diffusion.log_tau.exp(), torch.full((3,), noise_tau))
     post = posterior(model, guide, test, num_samples=4, refine_steps=3)
     assert post.draws["latents"].shape == (4, test.n_trials, 20, 3)
     assert sites.PATH not in post.draws  # "latents" holds it, bin 0 first
