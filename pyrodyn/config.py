@@ -42,7 +42,7 @@ class RunConfig:
     diffusion: float | None = 0.1  # initial sigma of the stochastic latent path, learned
                                    # (None: a deterministic ODE; README: calibration)
     noise_tau: float | None = None  # initial correlation time (bins) of the path's noise,
-                                    # learned (None: white noise)
+                                    # learned (None: white noise; no path: not used)
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
@@ -79,6 +79,11 @@ class RunConfig:
     # over-covers the rates and widens absent channels: README, benchmark (g))
     parameter_prior: float | None = None
 
+    @property
+    def path_noise_tau(self) -> float | None:
+        """``noise_tau`` where there is a stochastic path to correlate, else None."""
+        return None if self.diffusion is None else self.noise_tau
+
     def __post_init__(self) -> None:
         """Every option checked where it is set: a bad value is one line naming it."""
         from .inference.guides import GUIDES
@@ -107,9 +112,6 @@ class RunConfig:
             check_number("config: diffusion", self.diffusion, low=0, low_open=True)
         if self.noise_tau is not None:
             check_number("config: noise_tau", self.noise_tau, low=0, low_open=True)
-            if self.diffusion is None:
-                raise ValueError("config: noise_tau needs a stochastic path (diffusion), "
-                                 "not diffusion=null")
         if not isinstance(self.model, str):
             raise ValueError(f"config: model must be a name, got {self.model!r}")
         self.fit_options()  # the options fit takes, checked there

@@ -125,7 +125,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
             likelihood=config.likelihood, external_input_dim=external,
             inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
-            diffusion=config.diffusion, noise_tau=config.noise_tau)
+            diffusion=config.diffusion, noise_tau=config.path_noise_tau)
 
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,

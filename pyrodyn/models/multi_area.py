@@ -181,7 +181,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
             coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
             input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
-            diffusion=config.diffusion, noise_tau=config.noise_tau)
+            diffusion=config.diffusion, noise_tau=config.path_noise_tau)
 
     def _check_neurons(self) -> int:
         every = np.concatenate(list(self.area_neurons.values()))
