@@ -89,7 +89,7 @@ def _load_run(run_dir: Path, data: SpikeData, model_class: str | None = None):
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ValueError(f"run_dir: {run_dir} holds no config.yaml (is it a pyrodyn fit run?)")
-    config = RunConfig.from_sources(config_path)
+    config = RunConfig.from_run(config_path)
     if config.model not in MODELS and config.model != model_class:
         raise ValueError(f"run_dir: {run_dir} was fitted with the model class {config.model!r};"
                          f" name it to import it: --model-class {config.model}")

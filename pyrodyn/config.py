@@ -21,6 +21,10 @@ from .data.spikes import SpikeData
 __all__ = ["RunConfig", "build_model", "build_run"]
 
 
+# Options added after runs were first saved, with the value every earlier run had.
+_BEFORE_ADDED = {"noise_tau": None}
+
+
 @dataclass
 class RunConfig:
     """Everything a ``pyrodyn fit`` run needs besides the data (defaults: the tested recipe)."""
@@ -41,8 +45,9 @@ class RunConfig:
     step_size: float = 0.1
     diffusion: float | None = 0.1  # initial sigma of the stochastic latent path, learned
                                    # (None: a deterministic ODE; README: calibration)
-    noise_tau: float | None = None  # initial correlation time (bins) of the path's noise,
-                                    # learned (None: white noise; no path: not used)
+    noise_tau: float | None = 5.0   # initial correlation time (bins) of the path's noise,
+                                    # learned (None: white noise; no path: not used;
+                                    # README (g): correlated path noise)
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
@@ -139,6 +144,16 @@ class RunConfig:
             raise ValueError(f"config: unknown option(s) {', '.join(unknown)} "
                              f"(known: {', '.join(sorted(fields))})")
         return cls(**{k: _as_number(k, v, fields[k].type) for k, v in merged.items()})
+
+    @classmethod
+    def from_run(cls, path: str | os.PathLike) -> RunConfig:
+        """A saved run's ``config.yaml``; an option the file predates takes the value every fit
+        had before it existed (so an older run rebuilds the model it saved)."""
+        config = cls.from_sources(path)
+        with open(path) as f:
+            saved = _read_yaml(f, str(path))
+        return dataclasses.replace(config, **{k: v for k, v in _BEFORE_ADDED.items()
+                                              if k not in saved})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

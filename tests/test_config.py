@@ -40,3 +40,19 @@ def test_the_recipe_has_a_stochastic_path_and_null_gives_the_ode_back():
     inputs, _ = build_run(RunConfig.from_sources(
         overrides=["inferred_input_dim=2", "diffusion=null"]), data)
     assert inputs.input_sites
+    assert model.noise_correlation() is not None  # correlated path noise (README (g))
+    white, _ = build_run(RunConfig.from_sources(overrides=["noise_tau=null"]), data)
+    assert white.noise_correlation() is None
+
+
+def test_a_saved_run_rebuilds_the_model_it_was_fitted_with(tmp_path):
+    """A run saved before an option existed gets the value its fit had, not today's default."""
+    import yaml
+
+    saved = RunConfig().to_dict()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    assert RunConfig.from_run(path).noise_tau == RunConfig().noise_tau
+    del saved["noise_tau"]  # a run from before correlated path noise: white noise
+    path.write_text(yaml.safe_dump(saved))
+    assert RunConfig.from_run(path).noise_tau is None
