@@ -2,7 +2,8 @@
 
 A model with a diffusion (``LatentODEModel(..., diffusion=0.1)``) draws each trial's path after
 its initial state: ``step`` is one bin of the model's fixed-step ODE solver (the drift), ``r[k]``
-the path's noise. White by default, ``r[k] = s * eps[k]`` with ``s`` the per-dimension noise
+the path's noise. White unless a correlation is given (the recipe gives one: ``RunConfig``'s
+``noise_tau``), ``r[k] = s * eps[k]`` with ``s`` the per-dimension noise
 scale per bin (``sigma * sqrt(step_size)``, Euler-Maruyama on the bin grid). With a correlation
 ``rho`` (``noise_tau``: ``rho = exp(-1 / tau)`` per bin) the noise is an AR(1) process,
 ``r[k] = rho * r[k-1] + s * eps[k]``, started from its stationary law (scale
