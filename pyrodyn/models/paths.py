@@ -57,13 +57,13 @@ def _input(inputs: torch.Tensor | None, k: int) -> torch.Tensor | None:
 
 def innovation_scales(noise_scale: torch.Tensor, correlation: torch.Tensor | None, n_steps: int,
                       *, stationary_start: bool = True) -> torch.Tensor:
-    """The scale of each step's innovation: ``noise_scale`` (latent,) for white noise, else
-    (n_steps, latent) with the first row the stationary scale where the chain starts afresh."""
-    if correlation is None:
-        return noise_scale
-    first = noise_scale / torch.sqrt(1 - correlation ** 2) if stationary_start else noise_scale
-    rest = noise_scale.expand(max(n_steps - 1, 0), noise_scale.shape[-1])
-    return torch.cat([first.unsqueeze(0), rest])[:n_steps]
+    """The scale of each step's innovation (n_steps, latent): ``noise_scale``, except for the
+    first step of correlated noise that starts afresh, which has the stationary scale."""
+    scales = noise_scale.expand(n_steps, noise_scale.shape[-1])
+    if correlation is None or not stationary_start or not n_steps:
+        return scales
+    first = noise_scale / torch.sqrt(1 - correlation ** 2)
+    return torch.cat([first.unsqueeze(0), scales[1:]])
 
 
 class _Path(TorchDistribution):
@@ -101,8 +101,7 @@ class _Path(TorchDistribution):
         return noise / self._scales()
 
     def _log_jacobian(self) -> torch.Tensor:
-        log_scales = torch.log(self._scales())
-        return log_scales.sum() * (self.n_steps if log_scales.dim() == 1 else 1)
+        return torch.log(self._scales()).sum()
 
 
 class MarkovPath(_Path):
@@ -115,8 +114,7 @@ class MarkovPath(_Path):
         z = self.start.expand(torch.Size(sample_shape) + self.start.shape)
         noise, scales, steps = self._previous_noise(z), self._scales(), []
         for k in range(self.n_steps):
-            scale = scales if scales.dim() == 1 else scales[k]
-            noise = self._next_noise(noise, scale * torch.randn_like(z))
+            noise = self._next_noise(noise, scales[k] * torch.randn_like(z))
             z = self.drift(z, _input(self.inputs, k)) + noise
             steps.append(z)
         return torch.stack(steps, dim=-2)
@@ -171,8 +169,7 @@ class GuidedPath(_Path):
             if eta is not None:
                 correction = correction + (self.scale_tril[..., k, :, :]
                                            @ eta[..., k, :].unsqueeze(-1)).squeeze(-1)
-            scale = scales if scales.dim() == 1 else scales[k]
-            noise = self._next_noise(noise, scale * correction)
+            noise = self._next_noise(noise, scales[k] * correction)
             z = self.drift(z, _input(self.inputs, k)) + noise
             steps.append(z)
         return torch.stack(steps, dim=-2)
