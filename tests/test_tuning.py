@@ -35,7 +35,10 @@ def test_the_default_space_holds_the_recipe():
     config = RunConfig(hidden=32, lr=0.05)
     point = search_space(optuna.trial.FixedTrial(config.to_dict()), config)
     assert point == {name: getattr(config, name) for name in point}
-    assert set(point) == {"lr", "batch_size", "hidden", "encoder_hidden", "diffusion"}
+    assert set(point) == {"lr", "batch_size", "hidden", "encoder_hidden", "diffusion",
+                          "noise_tau"}
+    white = RunConfig(noise_tau=None)
+    assert "noise_tau" not in search_space(optuna.trial.FixedTrial(white.to_dict()), white)
 
 
 def _completed(study_dir) -> int:
