@@ -22,7 +22,7 @@ __all__ = ["RunConfig", "build_model", "build_run"]
 
 
 # Options added after runs were first saved, with the value every earlier run had.
-_BEFORE_ADDED = {"noise_tau": None}
+_BEFORE_ADDED = {"noise_tau": None, "learn_noise_tau": True}
 
 
 @dataclass
@@ -45,9 +45,11 @@ class RunConfig:
     step_size: float = 0.1
     diffusion: float | None = 0.1  # initial sigma of the stochastic latent path, learned
                                    # (None: a deterministic ODE; README: calibration)
-    noise_tau: float | None = 5.0   # initial correlation time (bins) of the path's noise,
-                                    # learned (None: white noise; no path: not used;
-                                    # README (g): correlated path noise)
+    noise_tau: float | None = 5.0   # correlation time (bins) of the path's noise (None:
+                                    # white noise; no path: not used; README (g):
+                                    # correlated path noise)
+    learn_noise_tau: bool = False   # learn it from that start (README (g): it falls to
+                                    # under a bin and the latents over-cover)
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
@@ -117,6 +119,9 @@ class RunConfig:
             check_number("config: diffusion", self.diffusion, low=0, low_open=True)
         if self.noise_tau is not None:
             check_number("config: noise_tau", self.noise_tau, low=0, low_open=True)
+        if not isinstance(self.learn_noise_tau, bool):
+            raise ValueError(f"config: learn_noise_tau must be true or false, got "
+                             f"{self.learn_noise_tau!r}")
         if not isinstance(self.model, str):
             raise ValueError(f"config: model must be a name, got {self.model!r}")
         self.fit_options()  # the options fit takes, checked there

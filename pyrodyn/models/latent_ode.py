@@ -61,8 +61,9 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         diffusion: initial diffusion sigma of a stochastic latent path (learned per
             dimension; ``pyrodyn.models.paths``), or None (default) for a deterministic ODE.
             The path's noise is the room the posterior has for the fitted dynamics' error.
-        noise_tau: initial correlation time (bins, learned per dimension) of the path's
-            noise, an AR(1) process; None (default) for white noise.
+        noise_tau: correlation time (bins, per dimension) of the path's noise, an AR(1)
+            process; None (default) for white noise.
+        learn_noise_tau: learn ``noise_tau`` from its given value (default: fixed).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         solver: ODESolver | None = None,
         diffusion: float | None = None,
         noise_tau: float | None = None,
+        learn_noise_tau: bool = False,
     ) -> None:
         super().__init__()
         if n_neurons < 1 or latent_dim < 1:
@@ -106,7 +108,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         self.z0_prior = InitialStatePrior(latent_dim, scale=prior_scale, learn=learn_prior)
         self.diffusion = stochastic_path_diffusion(diffusion, latent_dim, self.solver,
                                                    inferred_input_dim, self.field,
-                                                   tau=noise_tau)
+                                                   tau=noise_tau, learn_tau=learn_noise_tau)
 
     @classmethod
     def from_config(cls, config, data) -> LatentODEModel:
@@ -125,7 +127,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
             likelihood=config.likelihood, external_input_dim=external,
             inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
-            diffusion=config.diffusion, noise_tau=config.path_noise_tau)
+            diffusion=config.diffusion, noise_tau=config.path_noise_tau,
+            learn_noise_tau=config.learn_noise_tau)
 
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,

@@ -228,7 +228,11 @@ def guided_path(params: torch.Tensor, start: torch.Tensor, drift: Drift,
 class Diffusion(torch.nn.Module):
     """A learned per-dimension diffusion ``sigma`` (state units per sqrt(time unit)), the
     noise scale per bin it gives, ``sigma * sqrt(step_size)``, and, where ``tau`` (bins) is
-    given, the noise's learned per-dimension correlation time (white noise where it is None).
+    given, the noise's per-dimension correlation time (white noise where it is None): fixed,
+    or learned from ``tau`` with ``learn_tau``.
+
+    Why fixed by default: a learned tau falls to under a bin (nearly white) and the posterior
+    then spreads in bin-to-bin jitter that a smooth truth does not have (README (g)).
 
     Example:
         >>> Diffusion(3, init=0.1, step_size=0.1, tau=5.0).correlation().shape
@@ -236,15 +240,18 @@ class Diffusion(torch.nn.Module):
     """
 
     def __init__(self, latent_dim: int, *, init: float, step_size: float,
-                 tau: float | None = None) -> None:
+                 tau: float | None = None, learn_tau: bool = False) -> None:
         super().__init__()
         if not init > 0:
             raise ValueError(f"diffusion: must be > 0 (None for a deterministic ODE), got {init}")
         if tau is not None and not tau > 0:
             raise ValueError(f"noise_tau: must be > 0 bins (None for white noise), got {tau}")
         self.log_sigma = torch.nn.Parameter(torch.full((latent_dim,), math.log(init)))
-        self.log_tau = None if tau is None else torch.nn.Parameter(
-            torch.full((latent_dim,), math.log(tau)))
+        log_tau = None if tau is None else torch.full((latent_dim,), math.log(tau))
+        if learn_tau and log_tau is not None:
+            self.log_tau = torch.nn.Parameter(log_tau)
+        else:  # a buffer: the same state-dict key either way, so runs reload both ways
+            self.register_buffer("log_tau", log_tau)
         self.step_size = float(step_size)
 
     def correlation(self) -> torch.Tensor | None:
@@ -293,7 +300,8 @@ class LatentPathModel:
 
 
 def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, inferred_input_dim: int,
-                              field, tau: float | None = None) -> Diffusion | None:
+                              field, tau: float | None = None,
+                              learn_tau: bool = False) -> Diffusion | None:
     """A model's ``Diffusion`` (None for a deterministic ODE), checked against what a
     stochastic path cannot combine with."""
     if init is None:
@@ -310,4 +318,5 @@ def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, infer
                          "discrete GRU transition (--set diffusion=null)")
     probe = None if not field.input_dim else torch.zeros(1, field.input_dim)
     solver.step(field, torch.zeros(1, latent_dim), probe)  # adaptive solvers: a clear error
-    return Diffusion(latent_dim, init=init, step_size=solver.step_size, tau=tau)
+    return Diffusion(latent_dim, init=init, step_size=solver.step_size, tau=tau,
+                     learn_tau=learn_tau)

@@ -121,19 +121,22 @@ def test_diffusion_options_are_checked():
         LatentODEModel(5, 2, noise_tau=5.0)
 
 
-@pytest.mark.parametrize("noise_tau", [None, 5.0], ids=["white", "correlated"])
-def test_a_diffusion_model_fits_draws_refines_and_scores(noise_tau):
+@pytest.mark.parametrize("noise_tau, learn_noise_tau", [(None, False), (5.0, False), (5.0, True)],
+                         ids=["white", "correlated", "learned-correlation"])
+def test_a_diffusion_model_fits_draws_refines_and_scores(noise_tau, learn_noise_tau):
     data = synthetic.lorenz(n_trials=24, n_bins=20, n_neurons=12, seed=0)
     data = data.with_split(valid=0.25, test=0.25, seed=0)
     train, test = data.select("train"), data.select("test")
-    model = LatentODEModel(12, 3, diffusion=0.3, noise_tau=noise_tau)
+    model = LatentODEModel(12, 3, diffusion=0.3, noise_tau=noise_tau,
+                           learn_noise_tau=learn_noise_tau)
     guide = AmortizedNormalGuide(model)
     assert model.path_sites == {sites.PATH: 3}
     fit(model, guide, train, steps=20, batch_size=8, progress=False, curriculum=None)
     sigma_moved = not torch.allclose(model.diffusion.sigma(), torch.full((3,), 0.3))
     assert sigma_moved  # the diffusion is learned
-    if noise_tau is not None:  # and so is the noise's correlation time
-        assert not torch.allclose(model.diffusion.log_tau.exp(), torch.full((3,), noise_tau))
+    if noise_tau is not None:  # the noise's correlation time, where asked, too
+        moved = not torch.allclose(model.diffusion.log_tau.exp(), torch.full((3,), noise_tau))
+        assert moved == learn_noise_tau
     post = posterior(model, guide, test, num_samples=4, refine_steps=3)
     assert post.draws["latents"].shape == (4, test.n_trials, 20, 3)
     assert sites.PATH not in post.draws  # "latents" holds it, bin 0 first
