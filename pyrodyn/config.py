@@ -48,8 +48,8 @@ class RunConfig:
     noise_tau: float | None = 5.0   # correlation time (bins) of the path's noise (None:
                                     # white noise; no path: not used; README (g):
                                     # correlated path noise)
-    learn_noise_tau: bool = False   # learn it from that start (README (g): it falls to
-                                    # under a bin and the latents over-cover)
+    learn_noise_tau: bool = True    # learn it from that start (false: fixed; README (g):
+                                    # better calibrated with 30 neurons, worse with 8)
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1

@@ -65,7 +65,7 @@ def search_space(trial, config: RunConfig) -> dict[str, Any]:
              "encoder_hidden": choice("encoder_hidden", [32, 64, 128])}
     if config.diffusion is not None:
         space["diffusion"] = log_range("diffusion", 0.03, 0.3)
-    if config.path_noise_tau is not None:  # fixed in the fit, so only a search can choose it
+    if config.path_noise_tau is not None:  # where a learned tau starts, or a fixed one
         space["noise_tau"] = log_range("noise_tau", 1.0, 10.0)
     return space
 

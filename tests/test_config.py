@@ -41,9 +41,9 @@ def test_the_recipe_has_a_stochastic_path_and_null_gives_the_ode_back():
         overrides=["inferred_input_dim=2", "diffusion=null"]), data)
     assert inputs.input_sites
     assert model.noise_correlation() is not None  # correlated path noise (README (g)),
-    assert "log_tau" in dict(model.diffusion.named_buffers())  # at a fixed correlation time
-    learned, _ = build_run(RunConfig.from_sources(overrides=["learn_noise_tau=true"]), data)
-    assert "log_tau" in dict(learned.diffusion.named_parameters())
+    assert "log_tau" in dict(model.diffusion.named_parameters())  # its correlation time learned
+    fixed, _ = build_run(RunConfig.from_sources(overrides=["learn_noise_tau=false"]), data)
+    assert "log_tau" in dict(fixed.diffusion.named_buffers())
     with pytest.raises(ValueError, match="learn_noise_tau"):
         RunConfig(learn_noise_tau="yes")
     white, _ = build_run(RunConfig.from_sources(overrides=["noise_tau=null"]), data)
@@ -58,8 +58,10 @@ def test_a_saved_run_rebuilds_the_model_it_was_fitted_with(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(saved))
     assert RunConfig.from_run(path).noise_tau == RunConfig().noise_tau
+    saved["learn_noise_tau"] = False
+    path.write_text(yaml.safe_dump(saved))
     assert RunConfig.from_run(path).learn_noise_tau is False
-    del saved["learn_noise_tau"]  # a run from before the correlation time was fixed
+    del saved["learn_noise_tau"]  # a run from before the correlation time could be fixed
     path.write_text(yaml.safe_dump(saved))
     assert RunConfig.from_run(path).learn_noise_tau is True
     del saved["noise_tau"]  # a run from before correlated path noise: white noise

@@ -63,7 +63,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
             The path's noise is the room the posterior has for the fitted dynamics' error.
         noise_tau: correlation time (bins, per dimension) of the path's noise, an AR(1)
             process; None (default) for white noise.
-        learn_noise_tau: learn ``noise_tau`` from its given value (default: fixed).
+        learn_noise_tau: learn ``noise_tau`` from its given value (default), else fixed.
     """
 
     def __init__(
@@ -83,7 +83,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         solver: ODESolver | None = None,
         diffusion: float | None = None,
         noise_tau: float | None = None,
-        learn_noise_tau: bool = False,
+        learn_noise_tau: bool = True,
     ) -> None:
         super().__init__()
         if n_neurons < 1 or latent_dim < 1:

@@ -110,7 +110,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         solver: ODESolver | None = None,
         diffusion: float | None = None,
         noise_tau: float | None = None,
-        learn_noise_tau: bool = False,
+        learn_noise_tau: bool = True,
     ) -> None:
         super().__init__()
         self.areas = [str(a) for a in areas]

@@ -121,8 +121,8 @@ def test_diffusion_options_are_checked():
         LatentODEModel(5, 2, noise_tau=5.0)
 
 
-@pytest.mark.parametrize("noise_tau, learn_noise_tau", [(None, False), (5.0, False), (5.0, True)],
-                         ids=["white", "correlated", "learned-correlation"])
+@pytest.mark.parametrize("noise_tau, learn_noise_tau", [(None, True), (5.0, True), (5.0, False)],
+                         ids=["white", "correlated", "fixed-correlation"])
 def test_a_diffusion_model_fits_draws_refines_and_scores(noise_tau, learn_noise_tau):
     data = synthetic.lorenz(n_trials=24, n_bins=20, n_neurons=12, seed=0)
     data = data.with_split(valid=0.25, test=0.25, seed=0)
