@@ -36,6 +36,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--bins", type=int, default=100)
     parser.add_argument("--neurons", type=int, default=30)
+    parser.add_argument("--refits", type=int, default=1,
+                        help="fits of the best model with other seeds (select's tolerance)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
@@ -49,11 +51,12 @@ def main(argv=None) -> list[dict]:
         start = time.perf_counter()
         selection = select(data, latent_dims=parse_latent_dims(args.dims),
                            readouts=args.readouts.split(","), config=config,
-                           budget=args.budget)
+                           budget=args.budget, refits=args.refits)
         true_dim = data.truth.latents.shape[-1]
         print(f"## {system} (true dimensionality {true_dim})\n\n{selection.markdown()}")
         row = dict(system=system, true_dim=true_dim, chosen_dim=selection.chosen.latent_dim,
                    chosen_readout=selection.chosen.readout, best=selection.best.label,
+                   refit_spread=selection.refit_spread,
                    seconds=round(time.perf_counter() - start), table=selection.rows())
         print(f"{system}: chose {row['chosen_dim']} ({row['chosen_readout']}), true "
               f"{true_dim}, best {row['best']}, {row['seconds']} s\n", flush=True)

@@ -312,7 +312,7 @@ def _select(args: argparse.Namespace) -> None:
     data = _with_split(_load_data(args), config.seed)
     selection = select(data, latent_dims=parse_latent_dims(args.latent_dims),
                        readouts=readouts, config=config, budget=args.budget,
-                       num_particles=args.num_particles)
+                       num_particles=args.num_particles, refits=args.refits)
     selection.write(args.out)
     print(selection.markdown())
     chosen = selection.chosen
@@ -594,7 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--readouts", default="affine,flow",
                      help="comma-separated (default affine,flow)")
     sel.add_argument("--budget", type=float, help="seconds of fitting for the whole ladder "
-                                                  "(default: the recipe for each)")
+                                                  "and the refits (default: the recipe for "
+                                                  "each)")
+    sel.add_argument("--refits", type=int, default=1,
+                     help="fits of the best model with other seeds; their spread widens the "
+                          "tolerance (default 1; 0: trials' spread only)")
     _add_search_options(sel)
     sel.set_defaults(run=_select)
 

@@ -5,10 +5,13 @@ on the training trials, scores each on the validation trials with ``heldout_evid
 importance-weighted log p(trial), with the guide refined per trial as the recipe's scores are)
 and picks the **smallest model within one standard error of the best**: a more complex model
 (more latent dimensions, or a nonlinear readout where an affine one does as well) must earn its
-place by predicting held-out trials better than chance differences between trials would. The
-standard error is the paired one over trials (both models score the same trials), as ArviZ's
-``compare`` computes it. Models are ordered by latent dimensionality, then by readout
-(``affine`` < ``plane`` < ``flow`` < ``residual_flow`` < ``mlp``).
+place by predicting held-out trials better than chance would. Chance has two parts. Trials
+differ: the paired standard error over trials (both models score the same trials), as ArviZ's
+``compare`` computes it. Fits differ: the best model is fitted again with other seeds
+(``refits``), and the spread of its evidence between those fits (``refit_spread``, nats per
+trial) counts for each of the two models compared. Models are ordered by latent
+dimensionality, then by readout (``affine`` < ``plane`` < ``flow`` < ``residual_flow`` <
+``mlp``).
 
 Example::
 
@@ -35,11 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import RunConfig, build_run
 from .data.spikes import SpikeData
 from .inference import Evidence, fit, heldout_evidence
 
-__all__ = ["Candidate", "Selection", "select", "choose", "parse_latent_dims", "READOUT_ORDER"]
+__all__ = ["Candidate", "Selection", "select", "choose", "tolerance", "parse_latent_dims",
+           "READOUT_ORDER"]
 
 logger = logging.getLogger("pyrodyn")
 
@@ -71,12 +77,14 @@ class Candidate:
 @dataclass
 class Selection:
     """The fitted ladder: ``best`` has the highest held-out evidence, ``chosen`` is the
-    simplest within one standard error of it."""
+    simplest within one standard error of it (trials' and refits' spread together)."""
 
     candidates: list[Candidate]
     best: Candidate
     chosen: Candidate
     config: RunConfig
+    refit_spread: float = 0.0  # sd of the best model's evidence between seeds (nats/trial)
+    refit_evidence: list[float] = field(default_factory=list)  # its refits' log p per trial
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per candidate, simplest first: evidence per trial (nats) with its
@@ -90,7 +98,8 @@ class Selection:
                    "log_marginal": summary["log_marginal"],
                    "log_marginal_se": summary["log_marginal_se"],
                    "log_marginal_mc_se": summary["log_marginal_mc_se"],
-                   "diff_to_best": diff, "diff_se": diff_se}
+                   "diff_to_best": diff, "diff_se": diff_se,
+                   "tolerance": tolerance(diff_se, self.refit_spread)}
             for key in ("evidence_bps", "evidence_bps_se", "co_bps", "co_bps_se"):
                 if key in summary:
                     row[key] = summary[key]
@@ -110,8 +119,9 @@ class Selection:
 
     def markdown(self) -> str:
         """The ladder as a Markdown table (nats per trial; SE over validation trials)."""
-        lines = ["| latent dims | readout | log p per trial | vs best (paired SE) | "
-                 "evidence bits/spike | co-bps | fit s | |", "|---|---|---|---|---|---|---|---|"]
+        lines = ["| latent dims | readout | log p per trial | vs best (paired SE) | tolerance | "
+                 "evidence bits/spike | co-bps | fit s | |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for row in self.rows():
             mark = "chosen" if row["chosen"] else ("best" if row["best"] else "")
             co = (f"{row['co_bps']:.3f} ± {row['co_bps_se']:.3f}" if "co_bps" in row else "-")
@@ -119,7 +129,13 @@ class Selection:
             lines.append(
                 f"| {row['latent_dim']} | {row['readout']} | {row['log_marginal']:.2f} ± "
                 f"{row['log_marginal_se']:.2f} | {row['diff_to_best']:+.2f} ± "
-                f"{row['diff_se']:.2f} | {bps} | {co} | {row['fit_seconds']:.0f} | {mark} |")
+                f"{row['diff_se']:.2f} | {row['tolerance']:.2f} | {bps} | {co} | "
+                f"{row['fit_seconds']:.0f} | {mark} |")
+        refits = ", ".join(f"{v:.2f}" for v in self.refit_evidence)
+        lines.append("" if not refits else
+                     f"\nThe best refitted with other seeds: log p per trial {refits}; "
+                     f"spread between fits {self.refit_spread:.2f}. Tolerance: sqrt(paired SE^2"
+                     " + 2 spread^2).")
         return "\n".join(lines) + "\n"
 
     def write(self, folder: str | Path) -> None:
@@ -159,7 +175,7 @@ def parse_latent_dims(text: str) -> list[int]:
 
 def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8),
            readouts: Sequence[str] = ("affine", "flow"), config: RunConfig | None = None,
-           budget: float | None = None, num_particles: int = 32,
+           budget: float | None = None, num_particles: int = 32, refits: int = 1,
            keep_models: bool = False) -> Selection:
     """Fits every (latent dimensionality, readout) pair with ``config``'s recipe on the
     training trials of ``data`` and chooses by held-out evidence on its validation trials.
@@ -168,9 +184,12 @@ def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7
         latent_dims, readouts: the ladder.
         config: the recipe (default ``RunConfig()``); its ``latent_dim`` and ``readout`` are
             replaced by each candidate's.
-        budget: seconds of fitting for the whole ladder, shared equally, each fit's schedule
-            run on the clock (``FitOptions.budget``; default: each fit runs the recipe as is).
+        budget: seconds of fitting for the whole ladder and the refits, shared equally, each
+            fit's schedule run on the clock (``FitOptions.budget``; default: each fit runs the
+            recipe as is).
         num_particles: importance samples per validation trial.
+        refits: fits of the best model with other seeds (``config.seed + 1, ...``), whose
+            spread widens the tolerance (0: trials' spread only).
         keep_models: keep each candidate's fitted model and guide (memory).
 
     Raises:
@@ -185,12 +204,14 @@ def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7
               dict.fromkeys(readouts)]
     if not ladder:
         raise ValueError("select: the ladder is empty (give latent_dims and readouts)")
+    if isinstance(refits, bool) or not isinstance(refits, int) or refits < 0:
+        raise ValueError(f"refits: must be an integer >= 0, got {refits!r}")
     train, valid = data.select("train"), data.select("valid")
     configs = [dataclasses.replace(config, latent_dim=d, readout=r) for d, r in ladder]
     built = [build_run(c, train) for c in configs]  # every candidate checked before any fit
-    per_fit = None if budget is None else budget / len(ladder)
-    candidates = []
-    for candidate_config, (model, guide) in zip(configs, built):
+    per_fit = None if budget is None else budget / (len(ladder) + refits)
+
+    def fit_and_score(candidate_config: RunConfig, model, guide) -> Candidate:
         start = time.perf_counter()
         options = candidate_config.fit_options()
         if per_fit is not None:
@@ -203,24 +224,45 @@ def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7
         candidate = Candidate(candidate_config.latent_dim, candidate_config.readout, evidence,
                               seconds, result.steps, *((model, guide) if keep_models else ()))
         summary = evidence.summary()
-        logger.info("select: %s: log p per trial %.2f ± %.2f (%d steps, %.0f s)",
-                    candidate.label, summary["log_marginal"], summary["log_marginal_se"],
-                    result.steps, seconds)
-        candidates.append(candidate)
-    best, chosen = choose(candidates)
-    return Selection(candidates, best, chosen, configs[candidates.index(chosen)])
+        logger.info("select: %s (seed %d): log p per trial %.2f ± %.2f (%d steps, %.0f s)",
+                    candidate.label, candidate_config.seed, summary["log_marginal"],
+                    summary["log_marginal_se"], result.steps, seconds)
+        return candidate
+
+    candidates = [fit_and_score(c, *pair) for c, pair in zip(configs, built)]
+    best, _ = choose(candidates)
+    best_config = configs[candidates.index(best)]
+    refit_evidence = []
+    for k in range(1, refits + 1):
+        again = dataclasses.replace(best_config, seed=best_config.seed + k)
+        refit = fit_and_score(again, *build_run(again, train))
+        refit_evidence.append(refit.evidence.summary()["log_marginal"])
+    means = [best.evidence.summary()["log_marginal"], *refit_evidence]
+    spread = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
+    best, chosen = choose(candidates, refit_spread=spread)
+    return Selection(candidates, best, chosen, configs[candidates.index(chosen)],
+                     refit_spread=spread, refit_evidence=refit_evidence)
 
 
-def choose(candidates: Sequence[Candidate]) -> tuple[Candidate, Candidate]:
+def tolerance(paired_se: float, refit_spread: float = 0.0) -> float:
+    """How far (nats per trial) a model may fall behind the best and still count as as good:
+    one standard error of the difference, from the trials (``paired_se``) and from refitting
+    each of the two models (``refit_spread`` each)."""
+    return math.sqrt(paired_se ** 2 + 2 * refit_spread ** 2)
+
+
+def choose(candidates: Sequence[Candidate],
+           refit_spread: float = 0.0) -> tuple[Candidate, Candidate]:
     """(best, chosen): the candidate with the highest mean held-out log p per trial, and the
-    simplest one whose deficit to it is at most one paired standard error."""
+    simplest one whose deficit to it is at most ``tolerance`` (one paired standard error,
+    widened by the spread between refits)."""
     best = max(candidates, key=lambda c: c.evidence.summary()["log_marginal"])
 
-    def within_one_se(candidate: Candidate) -> bool:
+    def within_tolerance(candidate: Candidate) -> bool:
         if candidate is best:
             return True
         diff, se = candidate.evidence.compare(best.evidence)
-        return math.isfinite(se) and -diff <= se
+        return math.isfinite(se) and -diff <= tolerance(se, refit_spread)
 
     return best, next(c for c in sorted(candidates, key=lambda c: c.complexity)
-                      if within_one_se(c))
+                      if within_tolerance(c))

@@ -7,7 +7,7 @@ from pyrodyn import cli
 from pyrodyn.config import RunConfig
 from pyrodyn.data import save, synthetic
 from pyrodyn.inference import Evidence
-from pyrodyn.selection import Candidate, choose, parse_latent_dims, select
+from pyrodyn.selection import Candidate, choose, parse_latent_dims, select, tolerance
 
 FAST = dict(steps=60, batch_size=32, kl_warmup=20, curriculum=[10, 20], refine_steps=5,
             eval_every=60, progress_every=None)
@@ -37,6 +37,10 @@ def test_choose_takes_the_simplest_model_within_one_paired_standard_error():
     # a nonlinear readout that predicts held-out trials better by much more than its SE wins
     flow_better = candidate(3, "flow", base + 2 + noise())
     assert choose([two, three, flow_better]) == (flow_better, flow_better)
+    # where refits of one model differ by more than 2-d falls behind, 2-d is as good
+    assert tolerance(0.04, 2.5) == pytest.approx(np.sqrt(0.04 ** 2 + 2 * 2.5 ** 2))
+    assert choose([four, three, two], refit_spread=2.5) == (four, two)
+    assert choose([four, three, two], refit_spread=1.5) == (four, three)
 
 
 def test_parse_latent_dims():
@@ -82,6 +86,7 @@ def test_select_command_writes_the_table_plot_and_config(tmp_path, capsys):
         assert (tmp_path / "sel" / name).is_file()
     lines = (tmp_path / "sel" / "selection.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("latent_dim,readout,log_marginal")
+    assert "refitted with other seeds" in (tmp_path / "sel" / "selection.md").read_text()
     chosen = RunConfig.from_sources(tmp_path / "sel" / "selected.yaml")
     assert chosen.latent_dim in (1, 2) and chosen.readout == "affine"
     assert "chose affine readout" in capsys.readouterr().out
