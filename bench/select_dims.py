@@ -4,11 +4,13 @@ For each system: simulate (linear embedding, seed 0, 70/15/15 split), run ``sele
 ladder of latent dimensionalities with the given readouts and budget, print the table and
 the chosen dimensionality against the true one. Run from the repository root:
 
-    .venv/bin/python bench/select_dims.py --systems limit_cycle line_attractor --dims 1-4 \\
-        --readouts affine --budget 480 --set steps=500 --set kl_warmup=200 \\
-        --set "curriculum=[10, 200]"
+    .venv/bin/python bench/select_dims.py --systems limit_cycle ring_attractor \\
+        line_attractor --dims 1-4 --readouts plane --budget 600
+    .venv/bin/python bench/select_dims.py --systems lorenz flip_flop --dims 1-4 \\
+        --readouts plane --budget 600
 
-A short budget needs the shorter schedule, or the fits never reach the full trial length.
+The budget is shared by the ladder and ``--refits`` (default 1), each fit a planned budget
+whose schedule runs on the clock (README (f)).
 """
 
 from __future__ import annotations
