@@ -131,11 +131,11 @@ class Selection:
                 f"{row['log_marginal_se']:.2f} | {row['diff_to_best']:+.2f} ± "
                 f"{row['diff_se']:.2f} | {row['tolerance']:.2f} | {bps} | {co} | "
                 f"{row['fit_seconds']:.0f} | {mark} |")
-        refits = ", ".join(f"{v:.2f}" for v in self.refit_evidence)
-        lines.append("" if not refits else
-                     f"\nThe best refitted with other seeds: log p per trial {refits}; "
-                     f"spread between fits {self.refit_spread:.2f}. Tolerance: sqrt(paired SE^2"
-                     " + 2 spread^2).")
+        if self.refit_evidence:
+            refits = ", ".join(f"{v:.2f}" for v in self.refit_evidence)
+            lines.append(f"\nThe best refitted with other seeds: log p per trial {refits}; "
+                         f"spread between fits {self.refit_spread:.2f}. Tolerance: "
+                         "sqrt(paired SE^2 + 2 spread^2).")
         return "\n".join(lines) + "\n"
 
     def write(self, folder: str | Path) -> None:
