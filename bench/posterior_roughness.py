@@ -1,0 +1,65 @@
+"""Where do a fitted run's latent intervals over-cover? Smooth error against rough spread.
+
+Loads a ``pyrodyn fit`` run, draws the test trials' posterior, maps the latent draws into the
+truth's coordinates (the affine map fit on the training trials' posterior means) and prints the
+latents' coverage per window of bins, then how smooth the posterior mean's error is against
+how smooth the posterior's deviations from its mean are (lag-1 autocorrelation, and the ratio
+of their bin-to-bin steps). Run from the repository root, on data with ground truth:
+
+    .venv/bin/pyrodyn simulate lorenz --out lz.npz --n-trials 1000 --n-bins 100 \\
+        --n-neurons 30 --valid 0.15 --test 0.15 --seed 0
+    .venv/bin/pyrodyn fit lz.npz --out lzrun
+    .venv/bin/python bench/posterior_roughness.py lzrun lz.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyrodyn.analysis import apply_affine, coverage, fit_affine
+from pyrodyn.cli import _load_run
+from pyrodyn.data import io
+from pyrodyn.inference import posterior
+
+
+def lag1(x: np.ndarray, axis: int) -> float:
+    """Lag-1 autocorrelation along ``axis``, pooled over every other axis."""
+    n = x.shape[axis]
+    a, b = np.take(x, range(1, n), axis=axis), np.take(x, range(n - 1), axis=axis)
+    return float((a * b).mean() / np.sqrt((a * a).mean() * (b * b).mean()))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("data")
+    parser.add_argument("--num-samples", type=int, default=200)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    config, model, guide, data = _load_run(Path(args.run), io.load(args.data))
+    train, test = data.select("train"), data.select("test")
+    refine = config.refine_steps
+    train_means = posterior(model, guide, train, num_samples=10, refine_steps=refine)
+    post = posterior(model, guide, test, num_samples=args.num_samples, refine_steps=refine)
+    affine = fit_affine(train_means.mean("latents"), train.truth.latents)
+    draws = apply_affine(post.draws["latents"], affine)  # (sample, trial, time, dim)
+    truth = test.truth.latents
+    print("latents", coverage(draws, truth, (0.5, 0.9)))
+    n_bins = truth.shape[1]
+    for low, high in [(0, 5), (5, 20), (20, 50), (50, 80), (80, n_bins)]:
+        window = coverage(draws[:, :, low:high], truth[:, low:high], (0.5, 0.9))
+        print(f"bins {low}-{high}:", window)
+    mean = draws.mean(0)
+    error, deviation = truth - mean, draws - mean
+    steps = (np.sqrt((np.diff(deviation, axis=2) ** 2).mean())
+             / np.sqrt((np.diff(error, axis=1) ** 2).mean()))
+    print(f"lag-1 autocorrelation: error {lag1(error, 1):.3f}, posterior deviation "
+          f"{lag1(deviation, 2):.3f}; bin-to-bin steps, deviation / error: {steps:.2f}")
+
+
+if __name__ == "__main__":
+    main()
