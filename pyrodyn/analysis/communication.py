@@ -7,13 +7,17 @@ happens when two areas are phase-locked on one orbit. ``source_from_target_r2`` 
 posterior-mean state predicts B's (a held-out nearest-neighbour regression across trials); above
 ``IDENTIFIED_BELOW`` the channel is reported as not identified, whatever its strength.
 
-A channel's **strength** is the RMS of its signal c_{A<-B} over trials, bins and A's latent
-dimensions, divided by the RMS spread of A's latent state (its deviation from A's mean) and
-multiplied by the time one bin spans. It reads "how far, in units of A's own spread, B pushes A
-per bin": it does not change when a model rescales any area's latent space (fitted latents are
-only defined up to such maps), so fitted and true strengths are comparable. It is computed per
-posterior draw, so every strength has a posterior interval; the time course is the same RMS per
-bin (over trials and dimensions) with a band.
+A channel's **strength** is the RMS size of its signal c_{A<-B} measured in A's whitened
+coordinates, times the time one bin spans: ``bin_time * sqrt(mean over trials and bins of
+c' S^-1 c)``, with S the covariance of A's latent state over trials and bins. It reads "how
+far, in A's own standard deviations, B pushes A per bin". It does not change under any
+invertible affine map of A's latent space that keeps every direction's variance above 1% of the
+largest (fitted latents are only defined up to such maps, and a map stretches the signal and
+the state alike), so fitted and true strengths are comparable. Directions with less variance
+than that (``NEGLIGIBLE_VARIANCE``, e.g. a fitted area's unused dimension) are not counted: A
+hardly moves along them, and a signal there would be divided by the path noise's floor. It is
+computed per posterior draw, so every strength has a posterior interval; the time course is the
+same per bin (over trials) with a band.
 
 Example (with the posterior ``post`` of a fitted ``MultiAreaModel``)::
 
@@ -65,20 +69,29 @@ class ChannelSummary:
     identified: bool = True
 
 
-def _spread(latents: np.ndarray) -> np.ndarray:
-    """RMS deviation from the mean over trials, bins and dimensions, per leading draw."""
-    centred = latents - latents.mean(axis=(-3, -2), keepdims=True)
-    return np.sqrt((centred ** 2).mean(axis=(-3, -2, -1)))
+# Directions along which the target's state varies less than this share of its largest
+# variance are not counted: there A hardly moves (a fitted area's unused dimension, its spread
+# set by the path noise), and whitening would divide a signal there by that noise floor.
+NEGLIGIBLE_VARIANCE = 0.01
+
+
+def _whitened_power(signal: np.ndarray, target_latents: np.ndarray) -> np.ndarray:
+    """c' S^+ c per (..., trial, time) entry, S the covariance of the target's latents over
+    trials and bins per leading index, S^+ its pseudo-inverse without the negligible
+    directions."""
+    centred = target_latents - target_latents.mean(axis=(-3, -2), keepdims=True)
+    flat = centred.reshape(*centred.shape[:-3], -1, centred.shape[-1])
+    cov = np.einsum("...ni,...nj->...ij", flat, flat) / flat.shape[-2]
+    precision = np.linalg.pinv(cov, rcond=NEGLIGIBLE_VARIANCE, hermitian=True)
+    return np.einsum("...tbi,...ij,...tbj->...tb", signal, precision, signal)
 
 
 def channel_strengths(signal: np.ndarray, target_latents: np.ndarray, *, bin_time: float = 1.0,
                       per_bin: bool = False) -> np.ndarray:
     """Strength of one channel from (..., trial, time, dim) arrays of its signal and its
     target's latents: scalars per leading index, or (..., time) with ``per_bin``."""
-    scale = _spread(target_latents) / bin_time
-    if per_bin:
-        return np.sqrt((signal ** 2).mean(axis=(-3, -1))) / scale[..., None]
-    return np.sqrt((signal ** 2).mean(axis=(-3, -2, -1))) / scale
+    power = _whitened_power(np.asarray(signal, float), np.asarray(target_latents, float))
+    return bin_time * np.sqrt(power.mean(axis=-2 if per_bin else (-2, -1)))
 
 
 def communication_summary(posterior, *, level: float = 0.9,

@@ -17,18 +17,32 @@ from pyrodyn.inference import build_guide, posterior
 from pyrodyn.models import MultiAreaModel
 
 
-def test_strength_ignores_rescaled_latents_and_counts_per_bin():
+def test_strength_ignores_affine_maps_of_the_target_and_counts_per_bin():
     rng = np.random.default_rng(0)
     signal, latents = rng.normal(size=(2, 5, 20, 2))
+    latents = latents @ np.array([[2.0, 0.0], [1.0, 0.8]])  # correlated, unequal spreads
     base = channel_strengths(signal, latents)
-    # Rescaling the target's latent space rescales its velocity and so the channel's signal.
-    assert np.isclose(channel_strengths(3 * signal, 3 * latents + 1), base)
+    # A map of the target's latent space maps its velocity, and so the channel's signal, too.
+    stretch = np.array([[1.5, 0.5], [0.0, 1.0]])
+    assert np.isclose(channel_strengths(signal @ stretch.T, latents @ stretch.T + 1), base)
+    # An extra latent dimension the channel does not enter changes nothing.
+    extra = np.concatenate([latents, rng.normal(size=(5, 20, 1))], -1)
+    padded = np.concatenate([signal, np.zeros((5, 20, 1))], -1)
+    assert np.isclose(channel_strengths(padded, extra), base, rtol=0.05)
     assert np.isclose(channel_strengths(signal, latents, bin_time=0.5), base / 2)
-    direct = np.sqrt((signal ** 2).mean()) / np.sqrt(((latents - latents.mean((0, 1))) ** 2)
-                                                     .mean())
+    centred = (latents - latents.mean((0, 1))).reshape(-1, 2)
+    precision = np.linalg.inv(centred.T @ centred / len(centred))
+    flat = signal.reshape(-1, 2)
+    direct = np.sqrt(np.einsum("ni,ij,nj->n", flat, precision, flat).mean())
     assert np.isclose(base, direct)
     per_bin = channel_strengths(signal[None], latents[None], per_bin=True)
     assert per_bin.shape == (1, 20)
+    assert np.isclose(np.sqrt((per_bin[0] ** 2).mean()), base)
+    # A dimension along which the target hardly moves is ignored, not divided by.
+    for spread in (0.0, 1e-3):
+        still = np.concatenate([latents, spread * rng.normal(size=(5, 20, 1))], -1)
+        pushed = np.concatenate([signal, np.ones((5, 20, 1))], -1)
+        assert np.isclose(channel_strengths(pushed, still), base)
 
 
 def test_true_strengths_know_which_channels_exist():
