@@ -111,7 +111,9 @@ PRESETS = {
 # --------------------------------------------------------------------- pyrodyn's methods
 def pyrodyn_method(**config: Any) -> Method:
     """A method from ``RunConfig`` options (e.g. ``readout="affine"``), latent dimension set to
-    the system's; ``steps``/``time_budget`` come from the preset unless given."""
+    the system's; ``steps``/``time_budget`` come from the preset unless given. At the recipe's
+    step count the recipe's schedules are kept; at other counts KL warm-up and curriculum span
+    the first half. Posteriors are refined per trial as the recipe does (``refine_steps``)."""
 
     def method(train: SpikeData, valid: SpikeData, seed: int, *, steps: int = 600,
                time_budget: float | None = None) -> FittedMethod:
@@ -119,14 +121,22 @@ def pyrodyn_method(**config: Any) -> Method:
         from .inference import fit, posterior
 
         dim = train.truth.latents.shape[-1]
-        options = {"steps": steps, "time_budget": time_budget, "kl_warmup": steps // 2,
-                   "curriculum": [10, steps // 2], **config, "seed": seed, "latent_dim": dim}
+        schedule = {} if steps == RunConfig.steps else {"kl_warmup": steps // 2,
+                                                        "curriculum": [10, steps // 2]}
+        options = {"steps": steps, "time_budget": time_budget, **schedule, **config,
+                   "seed": seed, "latent_dim": dim}
         run = RunConfig(**options)
         model, guide = build_run(run, train)
         fit(model, guide, train, valid=valid, progress=False, options=run.fit_options())
+        drawn: list[tuple[SpikeData, Any]] = []  # latents and rates of a split share draws
 
         def draws(data: SpikeData):
-            return posterior(model, guide, data, num_samples=10)
+            for seen, post in drawn:
+                if seen is data:
+                    return post
+            drawn.append((data, posterior(model, guide, data, num_samples=10,
+                                          refine_steps=run.refine_steps)))
+            return drawn[-1][1]
 
         return FittedMethod(latents=lambda data: draws(data).mean("latents"),
                             rates=lambda data: draws(data).mean("rates"),

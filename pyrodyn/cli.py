@@ -369,7 +369,8 @@ def _benchmark(args: argparse.Namespace) -> None:
         PRESETS[args.preset], systems=args.systems and tuple(args.systems),
         embeddings=args.embeddings and tuple(args.embeddings),
         methods=args.methods and tuple(args.methods),
-        seeds=args.seeds and tuple(range(args.seeds)), time_budget=args.budget)
+        seeds=args.seeds and tuple(range(args.seeds)), steps=args.steps,
+        time_budget=args.budget)
     start = time.perf_counter()
     rows = run_benchmark(preset, out=args.out, workers=args.workers)
     print(markdown_table(summarize(rows)))
@@ -644,6 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="+",
                        choices=["node_flow", "node_plane", "node_affine", "gru"])
     bench.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
+    bench.add_argument("--steps", type=int, help="steps per fit (the recipe's 1500 keeps its "
+                                                 "schedules)")
     bench.add_argument("--budget", type=float, help="seconds of fitting per cell")
     bench.add_argument("--workers", type=int, default=1, help="parallel fits (1 thread each)")
     bench.set_defaults(run=_benchmark)

@@ -77,7 +77,7 @@ def test_grid_writes_csv_markdown_and_plots(tmp_path):
 
 
 def test_command_line_and_bad_names(tmp_path, capsys):
-    assert main(["benchmark", "--preset", "tiny", "--out", str(tmp_path)]) == 0
+    assert main(["benchmark", "--preset", "tiny", "--steps", "3", "--out", str(tmp_path)]) == 0
     assert "| limit_cycle | linear | gru |" in capsys.readouterr().out
     assert (tmp_path / "results.csv").is_file()
     with pytest.raises(ValueError, match="unknown system 'pendulum'"):
