@@ -6,7 +6,8 @@ two_area (A -> B only), three_area_chain (A -> B -> C, no A -> C), bidirectional
 pooled ``LatentODEModel`` on all neurons are fit at the same seed and budget, and scored on
 held-out test trials: bits per spike, rate R2, per-area state R2 (true -> inferred, affine map
 fit on the training trials), and, for the multi-area model, every channel's strength with its
-90% posterior interval beside the true strength (0 for absent channels). Run from the root:
+90% posterior interval beside the true strength (0 for absent channels). Posteriors are refined
+per trial (``refine_steps``), as the recipe's are. Run from the root:
 
     .venv/bin/python bench/multi_area.py                    # all systems, both models
     .venv/bin/python bench/multi_area.py --systems two_area --models multi_area
@@ -66,9 +67,11 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
     result = fit(model, guide, train, valid=valid, options=config.fit_options(), steps=steps,
                  time_budget=budget, seed=seed, progress=False)
     wall = time.perf_counter() - start
-    scores = evaluate(model, guide, train, test, num_samples=10)
-    post_train = posterior(model, guide, train, num_samples=10)
-    post_test = posterior(model, guide, test, num_samples=100)
+    # Posteriors refined per trial as the recipe does (``pyrodyn fit`` / ``posterior``).
+    refine = config.refine_steps
+    scores = evaluate(model, guide, train, test, num_samples=10, refine_steps=refine)
+    post_train = posterior(model, guide, train, num_samples=10, refine_steps=refine)
+    post_test = posterior(model, guide, test, num_samples=100, refine_steps=refine)
     if model_kind == "multi_area":
         offsets = np.cumsum([0] + [model.latent_dims[a] for a in areas])
         columns = {a: np.arange(offsets[i], offsets[i + 1]) for i, a in enumerate(areas)}
@@ -93,14 +96,17 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
 
 
 def channel_verdict(channels: dict, fraction: float = 0.1) -> dict:
-    """The acceptance checks: every true channel stronger than every absent one, and each
-    absent channel's upper interval bound below ``fraction`` of the weakest true strength."""
+    """The acceptance checks: every true channel stronger than every absent one, each absent
+    channel's upper interval bound below ``fraction`` of the weakest true strength, and how many
+    true strengths lie inside their intervals."""
     true = {k: v for k, v in channels.items() if v["true"] > 0}
     absent = {k: v for k, v in channels.items() if v["true"] == 0}
+    covered = sum(v["interval"][0] <= v["true"] <= v["interval"][1] for v in true.values())
     weakest = min(v["strength"] for v in true.values())
     strongest_absent = max((v["strength"] for v in absent.values()), default=0.0)
     absent_upper = max((v["interval"][1] for v in absent.values()), default=0.0)
-    return dict(true_above_absent=weakest > strongest_absent,
+    return dict(true_in_interval=f"{covered} of {len(true)}",
+                true_above_absent=weakest > strongest_absent,
                 absent_upper_over_weakest_true=absent_upper / weakest,
                 absent_below_fraction=absent_upper < fraction * weakest)
 
