@@ -89,7 +89,8 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
         truth = true_communication_strengths(test, areas)
         summary = communication_summary(post_test)
         row["channels"] = {name: dict(true=truth[name], strength=s.strength,
-                                      interval=list(s.interval))
+                                      interval=list(s.interval),
+                                      source_from_target_r2=s.source_from_target_r2)
                            for name, s in summary.items()}
         row.update(channel_verdict(row["channels"]))
     return row

@@ -169,7 +169,8 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
                for name in scored}
     runs.write_json(run_dir / "metrics.json", metrics)
     if isinstance(model, MultiAreaModel):
-        _write_communication(model, guide, data.select(scored[-1]), run_dir)
+        _write_communication(model, guide, data.select(scored[-1]), run_dir,
+                             refine_steps=config.refine_steps)
     print(f"fitted {result.steps} steps in {result.elapsed:.0f} s ({result.stop_reason}); "
           f"wrote {run_dir}")
     _print_table(metrics)
@@ -191,13 +192,15 @@ def _write_parameter_posterior(model, guide, train, run_dir: Path, config) -> No
           f"{time.perf_counter() - start:.0f} s; wrote {run_dir / 'parameters.pt'}")
 
 
-def _write_communication(model, guide, data, run_dir: Path) -> None:
-    """Who drives whom in a multi-area fit: communication.json and communication.png."""
+def _write_communication(model, guide, data, run_dir: Path, *, refine_steps: int) -> None:
+    """Who drives whom in a multi-area fit: communication.json and communication.png, from the
+    recipe's (refined) posterior, as every other score of the fit."""
     from . import plots, runs
     from .analysis import communication_summary
     from .inference import posterior
 
-    summary = communication_summary(posterior(model, guide, data, num_samples=50))
+    summary = communication_summary(posterior(model, guide, data, num_samples=50,
+                                              refine_steps=refine_steps))
     table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level,
                     "identified": c.identified,
                     "source_from_target_r2": c.source_from_target_r2}
