@@ -65,6 +65,7 @@ from ..analysis.scores import mean_rates, score_rates
 from ..data.spikes import SpikeBatch, SpikeData
 from ..models import sites
 from ..models.base import SpikeModel
+from ..models.paths import shared_drift
 from ..models.readouts import FlowReadout
 from . import distributed
 from .guides import AmortizedGuide, per_trial_trials, trial_plate
@@ -137,7 +138,8 @@ def validation_scores(elbo, model, guide, data: SpikeData, *, batch_size: int, d
         for start in range(0, data.n_trials, batch_size):
             index = np.arange(start, min(start + batch_size, data.n_trials))
             kwargs = model_args(data.to_batch(index, device=device), data.n_trials)
-            total += float(elbo.loss(model, guide, **kwargs)) * len(index) / data.n_trials
+            with shared_drift():
+                total += float(elbo.loss(model, guide, **kwargs)) * len(index) / data.n_trials
             rates.append(replay(model, guide, kwargs)[1].nodes[sites.RATES]["value"].cpu())
     guide.train(was_training[0])
     model.train(was_training[1])
@@ -383,7 +385,9 @@ class _Run:
 
     def loss(self, step: int) -> torch.Tensor:
         try:
-            loss = self.elbo.differentiable_loss(self.model, self.guide, **self.step_args(step))
+            with shared_drift():  # model and guide run with the same weights here
+                loss = self.elbo.differentiable_loss(self.model, self.guide,
+                                                     **self.step_args(step))
         except ValueError as error:  # Pyro's validation met a NaN parameter first
             if "invalid values" not in str(error):
                 raise

@@ -30,7 +30,10 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import NamedTuple
 
 import pyro
 import torch
@@ -39,9 +42,50 @@ from pyro.distributions import TorchDistribution, constraints
 from . import sites
 
 __all__ = ["MarkovPath", "GuidedPath", "Diffusion", "previous_states", "innovation_scales",
-           "path_head_size", "guided_path", "LatentPathModel", "stochastic_path_diffusion"]
+           "path_head_size", "guided_path", "LatentPathModel", "stochastic_path_diffusion",
+           "shared_drift"]
 
 Drift = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+class _GuideDraw(NamedTuple):
+    """A ``GuidedPath``'s draw and the drift its chain evaluated on it, bin by bin."""
+
+    path: torch.Tensor
+    start: torch.Tensor
+    drift: Drift
+    inputs: torch.Tensor | None
+    drifts: torch.Tensor
+
+
+_GUIDE_DRAWS: ContextVar[dict[int, _GuideDraw] | None] = ContextVar("pyrodyn_guide_draws",
+                                                                    default=None)
+
+
+@contextmanager
+def shared_drift() -> Iterator[None]:
+    """Within it, a ``MarkovPath`` that scores a ``GuidedPath``'s own draw takes the drift the
+    guide's chain evaluated on it instead of evaluating it again (the same numbers, and the
+    same gradients: the drift of each bin is a function of the same state tensor).
+
+    Only for a model and guide that run with the same weights, as in a training step: a model
+    run under other weights (the parameter posterior's hooks) must evaluate its own drift.
+
+    Example:
+        >>> with shared_drift():
+        ...     pass  # loss = elbo.differentiable_loss(model, guide, ...)
+    """
+    token = _GUIDE_DRAWS.set({})
+    try:
+        yield
+    finally:
+        _GUIDE_DRAWS.reset(token)
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and torch.equal(a, b))
 
 
 def previous_states(start: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
@@ -91,9 +135,19 @@ class _Path(TorchDistribution):
     def _next_noise(self, noise: torch.Tensor, innovation: torch.Tensor) -> torch.Tensor:
         return innovation if self.correlation is None else self.correlation * noise + innovation
 
+    def _drift_along(self, value: torch.Tensor) -> torch.Tensor:
+        """The drift from the state before each bin of ``value``: evaluated in parallel over
+        bins, or, within ``shared_drift``, the guide's own where ``value`` is its draw."""
+        draws = _GUIDE_DRAWS.get()
+        draw = None if draws is None else draws.get(id(value))
+        if (draw is not None and draw.path is value and draw.drift == self.drift
+                and _same(draw.start, self.start) and _same(draw.inputs, self.inputs)):
+            return draw.drifts
+        return self.drift(previous_states(self.start, value), self.inputs)
+
     def _residual(self, value: torch.Tensor) -> torch.Tensor:
         """The innovation each transition of ``value`` needed, in units of its scale."""
-        noise = value - self.drift(previous_states(self.start, value), self.inputs)
+        noise = value - self._drift_along(value)
         if self.correlation is not None:
             before = previous_states(self._previous_noise(noise).expand(
                 noise.shape[:-2] + noise.shape[-1:]), noise)
@@ -160,36 +214,60 @@ class GuidedPath(_Path):
                           self.offsets + offset, self.scale_tril, self.inputs,
                           start_sites=self.start_sites, correlation=self.correlation)
 
-    def _roll(self, eta: torch.Tensor | None) -> torch.Tensor:
-        z, scales, steps = self.start, self._scales(), []
-        noise = self._previous_noise(z)
+    def _roll(self, eta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chain's path from the unit noises ``eta`` (None: all zero) and the drift it
+        evaluated at each bin."""
+        scales = self._scales()
+        # Everything but the drift and the gains' term is known before the chain runs: one
+        # batched operation instead of one per bin.
+        forcing = self.offsets
+        if eta is not None:
+            forcing = forcing + (self.scale_tril @ eta.unsqueeze(-1)).squeeze(-1)
+        forcing = scales * forcing
+        # One view per bin from unbind: indexing bin k instead would make the backward pass
+        # fill a whole-path gradient for every bin.
+        gains = (scales.unsqueeze(-1) * self.gains).unbind(-3)
+        forcing = forcing.unbind(-2)
+        z = self.start
+        noise, steps, drifts = self._previous_noise(z), [], []
         for k in range(self.n_steps):
-            correction = (self.gains[..., k, :, :] @ z.unsqueeze(-1)).squeeze(-1) \
-                + self.offsets[..., k, :]
-            if eta is not None:
-                correction = correction + (self.scale_tril[..., k, :, :]
-                                           @ eta[..., k, :].unsqueeze(-1)).squeeze(-1)
-            noise = self._next_noise(noise, scales[k] * correction)
-            z = self.drift(z, _input(self.inputs, k)) + noise
+            innovation = (gains[k] @ z.unsqueeze(-1)).squeeze(-1) + forcing[k]
+            noise = self._next_noise(noise, innovation)
+            drift = self.drift(z, _input(self.inputs, k))
+            z = drift + noise
             steps.append(z)
-        return torch.stack(steps, dim=-2)
+            drifts.append(drift)
+        return torch.stack(steps, dim=-2), torch.stack(drifts, dim=-2)
 
     def rsample(self, sample_shape=()):
         if tuple(sample_shape):
             return torch.stack([self.rsample() for _ in range(math.prod(sample_shape))]) \
                 .reshape(torch.Size(sample_shape) + self.batch_shape + self.event_shape)
-        return self._roll(torch.randn(self.batch_shape + self.event_shape,
-                                      device=self.offsets.device, dtype=self.offsets.dtype))
+        eta = torch.randn(self.batch_shape + self.event_shape, device=self.offsets.device,
+                          dtype=self.offsets.dtype)
+        path, drifts = self._roll(eta)
+        self._draw = (path, eta)
+        draws = _GUIDE_DRAWS.get()
+        if draws is not None:
+            draws[id(path)] = _GuideDraw(path, self.start, self.drift, self.inputs, drifts)
+        return path
 
     def centre(self) -> torch.Tensor:
         """The path with every noise at zero (the chain's centre, for refinement)."""
-        return self._roll(None)
+        return self._roll(None)[0]
 
     def log_prob(self, value):
-        previous = previous_states(self.start, value)
-        mean = (self.gains @ previous.unsqueeze(-1)).squeeze(-1) + self.offsets
-        gap = (self._residual(value) - mean).unsqueeze(-1)
-        white = torch.linalg.solve_triangular(self.scale_tril, gap, upper=False).squeeze(-1)
+        draw = getattr(self, "_draw", None)
+        if draw is not None and draw[0] is value:
+            # Its own draw: the path is an invertible map of ``eta`` whose Jacobian is block
+            # triangular, so log q is the noises' density less the log-determinant, the same
+            # function of the parameters as the density below, without a second drift pass.
+            white = draw[1]
+        else:
+            previous = previous_states(self.start, value)
+            mean = (self.gains @ previous.unsqueeze(-1)).squeeze(-1) + self.offsets
+            gap = (self._residual(value) - mean).unsqueeze(-1)
+            white = torch.linalg.solve_triangular(self.scale_tril, gap, upper=False).squeeze(-1)
         log_det = torch.diagonal(self.scale_tril, dim1=-2, dim2=-1).log().sum((-1, -2))
         return (-0.5 * white ** 2 - 0.5 * math.log(2 * math.pi)).sum((-1, -2)) - log_det \
             - self._log_jacobian()

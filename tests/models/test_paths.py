@@ -18,7 +18,13 @@ from pyrodyn.inference import (
 )
 from pyrodyn.inference.refine import refine
 from pyrodyn.models import LatentODEModel, MultiAreaModel, ODESolver, sites
-from pyrodyn.models.paths import GuidedPath, MarkovPath, guided_path, path_head_size
+from pyrodyn.models.paths import (
+    GuidedPath,
+    MarkovPath,
+    guided_path,
+    path_head_size,
+    shared_drift,
+)
 
 
 def _drift(z, u):
@@ -103,6 +109,75 @@ def test_guided_path_at_rest_is_the_prior_and_its_density_matches_its_draws():
     shifted = q.rebase(start + 1.0, offset=0.5)
     assert isinstance(shifted, GuidedPath) and shifted.start_sites == q.start_sites
     assert not torch.allclose(shifted.centre(), q.centre())
+
+
+def _scores_and_gradients(score, leaves):
+    value = score()
+    grads = torch.autograd.grad(value.sum(), leaves, retain_graph=True, allow_unused=True)
+    return value.detach(), [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+
+
+@pytest.mark.parametrize("rho", [None, torch.tensor([0.8, 0.3])], ids=["white", "correlated"])
+def test_a_draws_own_densities_skip_no_term(rho):
+    """The guide's density of its own draw (read off its noises) and, within
+    ``shared_drift``, the prior's (reusing the chain's drift) equal the densities evaluated
+    afresh, in value and in gradient, for a nonlinear drift."""
+    torch.manual_seed(0)
+    field = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+    def drift(z, u):
+        return z + 0.1 * field(z)
+
+    params = (0.3 * torch.randn(5, 7, path_head_size(2))).requires_grad_()
+    start = torch.randn(5, 2, requires_grad=True)
+    leaves = [params, start, *field.parameters()]
+    scale = torch.tensor([0.2, 0.1])
+
+    def densities(shared):
+        torch.manual_seed(1)
+        with shared_drift() if shared else torch.enable_grad():
+            q = guided_path(params, start, drift, scale, correlation=rho)
+            path = q.rsample()
+            prior = MarkovPath(start, drift, scale, 7, correlation=rho)
+            return q, path, prior.log_prob(path)
+
+    q, path, prior_shared = densities(shared=True)
+    _, _, prior_fresh = densities(shared=False)
+    fresh = path.clone()  # another tensor: nothing of the draw's own is reused
+    for own, afresh in ((lambda: q.log_prob(path), lambda: q.log_prob(fresh)),
+                        (lambda: prior_shared, lambda: prior_fresh)):
+        (a, grads_a), (b, grads_b) = (_scores_and_gradients(own, leaves),
+                                      _scores_and_gradients(afresh, leaves))
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-3)
+        for ga, gb in zip(grads_a, grads_b):
+            assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-4)
+
+
+def test_shared_drift_is_reused_only_for_the_same_drift_and_start():
+    torch.manual_seed(0)
+    calls = []
+
+    def drift(z, u):
+        calls.append(z.shape)
+        return 0.9 * z
+
+    def other(z, u):
+        return 0.5 * z
+
+    start, scale = torch.randn(3, 2), torch.tensor([0.1, 0.2])
+    params = 0.3 * torch.randn(3, 4, path_head_size(2))
+    with shared_drift():
+        path = guided_path(params, start, drift, scale).rsample()
+        calls.clear()
+        MarkovPath(start, drift, scale, 4).log_prob(path)
+        assert calls == []  # the guide's chain already evaluated it
+        MarkovPath(start + 1, drift, scale, 4).log_prob(path)
+        assert len(calls) == 1  # another start: evaluated afresh
+        reused = MarkovPath(start, drift, scale, 4).log_prob(path)
+        assert not torch.allclose(MarkovPath(start, other, scale, 4).log_prob(path), reused)
+    calls.clear()
+    MarkovPath(start, drift, scale, 4).log_prob(path)
+    assert len(calls) == 1  # outside the context nothing is shared
 
 
 def test_diffusion_options_are_checked():
