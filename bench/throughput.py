@@ -9,10 +9,15 @@ are medians of repeated steps in that process. Run from the repository root:
 
     .venv/bin/python bench/throughput.py [--repeats 5] [--quick]
     .venv/bin/python bench/throughput.py --recipe     # today's recipe (issue 17's baseline)
+    .venv/bin/python bench/throughput.py --recipe --baseline /tmp/base   # against another tree
 
-``--recipe`` times one step of ``RunConfig()``'s own model and guide instead (stochastic path,
-plane readout, midpoint) at issue 17's shape: 160 Lorenz trials of 100 bins x 30 neurons in
-one batch, for 1 and 2 threads.
+``--recipe`` times one training step of ``fit`` itself (its minibatch, loss, backward pass,
+clipping, Adam and schedule) on ``RunConfig()``'s own model and guide (stochastic path, plane
+readout, midpoint) at issue 17's shape: 160 Lorenz trials of 100 bins x 30 neurons in one
+batch, at the full trial length (the curriculum's last horizon), for 1 and 2 threads.
+``--baseline DIR`` also times a checkout of another commit (``git worktree add DIR REV``),
+interleaved with this one in the same run, one thread each, and prints the ratio of the two
+medians: speed-ups are only meaningful measured side by side on this shared machine.
 """
 
 from __future__ import annotations
@@ -22,10 +27,23 @@ import json
 import multiprocessing as mp
 import resource
 import statistics
+import sys
 import time
+from collections.abc import Callable
 
 REFERENCE = dict(threads=1, solver="rk4", bins=100, neurons=30, trials=64)
 RECIPE = dict(threads=1, solver="recipe", bins=100, neurons=30, trials=160, recipe=True)
+
+
+def _median_time(step: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``step()`` after one warm-up call."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _median_step(elbo, model, guide, optimizer, kwargs: dict, repeats: int) -> float:
@@ -37,13 +55,7 @@ def _median_step(elbo, model, guide, optimizer, kwargs: dict, repeats: int) -> f
         loss.backward()
         optimizer.step()
 
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _median_time(step, repeats)
 
 
 def measure(config: dict, repeats: int) -> dict:
@@ -72,24 +84,22 @@ def measure(config: dict, repeats: int) -> dict:
 
 
 def measure_recipe(config: dict, repeats: int) -> dict:
-    import numpy as np
     import torch
 
     from pyrodyn.config import RunConfig, build_run
     from pyrodyn.data import synthetic
-    from pyrodyn.inference.svi import make_elbo
-    from pyrodyn.inference.traces import model_args
+    from pyrodyn.inference.svi import _Run
 
     torch.set_num_threads(config["threads"])
     data = synthetic.lorenz(n_trials=config["trials"], n_bins=config["bins"],
                             n_neurons=config["neurons"], seed=11)
-    model, guide = build_run(RunConfig(), data)
-    kwargs = model_args(data.to_batch(np.arange(data.n_trials)), data.n_trials)
-    params = list(model.parameters()) + list(guide.parameters())
-    optimizer = torch.optim.Adam(params, lr=1e-3)
-    elbo = make_elbo("trace")
-
-    seconds = _median_step(elbo, model, guide, optimizer, kwargs, repeats)
+    recipe = RunConfig()
+    model, guide = build_run(recipe, data)
+    options = recipe.fit_options().replace(batch_size=data.n_trials, curriculum=None)
+    run = _Run(model, guide, data, None, options, optimizer=None, scheduler=None,
+               checkpoint=None)
+    steps = iter(range(10 ** 6))
+    seconds = _median_time(lambda: run.step(next(steps)), repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(config, solver="recipe", ms_per_step=round(1000 * seconds, 1),
                 trial_bins_per_s=round(config["trials"] * config["bins"] / seconds),
@@ -97,6 +107,8 @@ def measure_recipe(config: dict, repeats: int) -> dict:
 
 
 def _child(config, repeats, queue):
+    if config.get("tree"):  # another checkout's pyrodyn, for a side-by-side baseline
+        sys.path.insert(0, config["tree"])
     queue.put(measure_recipe(config, repeats) if config.get("recipe") else
               measure(config, repeats))
 
@@ -129,22 +141,39 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="fewer sizes")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--recipe", action="store_true",
-                        help="time RunConfig()'s model and guide at issue 17's shape")
+                        help="time fit's step on RunConfig()'s model and guide at issue 17's "
+                             "shape")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="with --recipe: also time the pyrodyn in this checkout, "
+                             "interleaved, one thread")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --baseline: processes per tree")
     args = parser.parse_args(argv)
     rows = []
-    header = f"{'threads':>7} {'solver':>8} {'bins':>5} {'neurons':>7} {'trials':>6} " \
-             f"{'ms/step':>8} {'trial-bins/s':>12} {'peak MB':>8}"
+    header = f"{'tree':>8} {'threads':>7} {'solver':>8} {'bins':>5} {'neurons':>7} " \
+             f"{'trials':>6} {'ms/step':>8} {'trial-bins/s':>12} {'peak MB':>8}"
     print(header)
-    grid = ([dict(RECIPE), dict(RECIPE, threads=2)] if args.recipe
-            else configurations(args.quick))
+    if args.baseline:
+        grid = [dict(RECIPE, tree=tree) for _ in range(args.rounds)
+                for tree in (None, args.baseline)]
+    elif args.recipe:
+        grid = [dict(RECIPE), dict(RECIPE, threads=2)]
+    else:
+        grid = configurations(args.quick)
     for config in grid:
         row = run_isolated(config, args.repeats)
         rows.append(row)
-        print(f"{row['threads']:>7} {row['solver']:>8} {row['bins']:>5} {row['neurons']:>7} "
-              f"{row['trials']:>6} {row['ms_per_step']:>8} {row['trial_bins_per_s']:>12} "
-              f"{row['peak_rss_mb']:>8}", flush=True)
+        print(f"{'baseline' if row.get('tree') else 'this':>8} {row['threads']:>7} "
+              f"{row['solver']:>8} {row['bins']:>5} {row['neurons']:>7} {row['trials']:>6} "
+              f"{row['ms_per_step']:>8} {row['trial_bins_per_s']:>12} {row['peak_rss_mb']:>8}",
+              flush=True)
     reference = rows[0]["trial_bins_per_s"]
-    if args.recipe:
+    if args.baseline:
+        mine = statistics.median(r["ms_per_step"] for r in rows if not r.get("tree"))
+        base = statistics.median(r["ms_per_step"] for r in rows if r.get("tree"))
+        print(f"median ms/step: this {mine:.1f}, baseline {base:.1f}; "
+              f"throughput ratio this / baseline: {base / mine:.2f}")
+    elif args.recipe:
         print(f"ratio 2 threads / 1 thread: {rows[1]['trial_bins_per_s'] / reference:.2f}")
     else:
         print(f"ratio 2 threads / 1 thread: {rows[1]['trial_bins_per_s'] / reference:.2f}; "
