@@ -28,6 +28,7 @@ Example (with a fitted ``model`` and ``guide``)::
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ from ..analysis.metrics import mean_rates, poisson_log_likelihood
 from ..data.spikes import SpikeData
 from ..models import sites
 from ..models.likelihoods import Likelihood, PoissonLikelihood
+from ..models.paths import shared_drift
 from .guides import per_trial_trials
 from .refine import _site_moments, refine
 from .traces import draw_parameters, model_args, model_device, replay
@@ -205,10 +207,14 @@ def _importance(model, guide, kwargs, num_particles, weights=None):
     fixed = _global_centres(guide, kwargs)
     log_weights, rates = [], 0.0
     for k in range(num_particles):
-        guide_trace, model_trace = replay(model, guide, kwargs, fixed=fixed,
-                                          parameter_draw=None if weights is None else weights[k])
-        guide_trace.compute_log_prob()
-        model_trace.compute_log_prob()
+        # With a draw of the weights the model runs under other weights than the guide's
+        # chain, so only the fitted weights may share the chain's drift.
+        with shared_drift() if weights is None else nullcontext():
+            guide_trace, model_trace = replay(model, guide, kwargs, fixed=fixed,
+                                              parameter_draw=None if weights is None
+                                              else weights[k])
+            guide_trace.compute_log_prob()
+            model_trace.compute_log_prob()
         log_weights.append(_trial_log_prob(model_trace, observed=True)
                            - _trial_log_prob(guide_trace, observed=False))
         rates = rates + model_trace.nodes[sites.RATES]["value"] / num_particles

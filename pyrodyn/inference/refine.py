@@ -31,7 +31,7 @@ from torch import nn
 
 from .._isolation import own_param_store
 from ..models import sites
-from ..models.paths import GuidedPath
+from ..models.paths import GuidedPath, shared_drift
 from .schedules import exponential_decay
 
 __all__ = ["LocalGuide", "refine"]
@@ -142,8 +142,9 @@ def _refine(model, guide, kwargs, *, steps, lr, lr_final) -> LocalGuide:
     with torch.enable_grad():
         for _ in range(steps):
             # global sites at their posterior centres; a path's centre follows its start
-            conditioned = poutine.condition(model, data={**centres, **local.locs})
-            loss = -poutine.trace(conditioned).get_trace(**scored).log_prob_sum()
+            with shared_drift():  # the centre's chain and the model: the same weights
+                conditioned = poutine.condition(model, data={**centres, **local.locs})
+                loss = -poutine.trace(conditioned).get_trace(**scored).log_prob_sum()
             # Gradients of the centres only: the model's weights are left untouched.
             grads = torch.autograd.grad(loss, params)
             for param, grad in zip(params, grads):

@@ -64,12 +64,14 @@ _GUIDE_DRAWS: ContextVar[dict[int, _GuideDraw] | None] = ContextVar("pyrodyn_gui
 
 @contextmanager
 def shared_drift() -> Iterator[None]:
-    """Within it, a ``MarkovPath`` that scores a ``GuidedPath``'s own draw takes the drift the
-    guide's chain evaluated on it instead of evaluating it again (the same numbers, and the
-    same gradients: the drift of each bin is a function of the same state tensor).
+    """Within it, a ``MarkovPath`` that scores a ``GuidedPath``'s own draw (or centre) takes
+    the drift the guide's chain evaluated on it instead of evaluating it again (the same
+    numbers, and the same gradients: the drift of each bin is a function of the same state
+    tensor).
 
-    Only for a model and guide that run with the same weights, as in a training step: a model
-    run under other weights (the parameter posterior's hooks) must evaluate its own drift.
+    Only where model and guide run with the same weights, as in a training or refinement
+    step: a model run under other weights than the chain's (``replay`` with a parameter draw)
+    must evaluate its own drift.
 
     Example:
         >>> with shared_drift():
@@ -245,16 +247,20 @@ class GuidedPath(_Path):
                 .reshape(torch.Size(sample_shape) + self.batch_shape + self.event_shape)
         eta = torch.randn(self.batch_shape + self.event_shape, device=self.offsets.device,
                           dtype=self.offsets.dtype)
-        path, drifts = self._roll(eta)
+        path = self._share(*self._roll(eta))
         self._draw = (path, eta)
-        draws = _GUIDE_DRAWS.get()
-        if draws is not None:
-            draws[id(path)] = _GuideDraw(path, self.start, self.drift, self.inputs, drifts)
         return path
 
     def centre(self) -> torch.Tensor:
         """The path with every noise at zero (the chain's centre, for refinement)."""
-        return self._roll(None)[0]
+        return self._share(*self._roll(None))
+
+    def _share(self, path: torch.Tensor, drifts: torch.Tensor) -> torch.Tensor:
+        """``path``, its drift kept for a prior that scores it within ``shared_drift``."""
+        draws = _GUIDE_DRAWS.get()
+        if draws is not None:
+            draws[id(path)] = _GuideDraw(path, self.start, self.drift, self.inputs, drifts)
+        return path
 
     def log_prob(self, value):
         draw = getattr(self, "_draw", None)

@@ -175,6 +175,10 @@ def test_shared_drift_is_reused_only_for_the_same_drift_and_start():
         assert len(calls) == 1  # another start: evaluated afresh
         reused = MarkovPath(start, drift, scale, 4).log_prob(path)
         assert not torch.allclose(MarkovPath(start, other, scale, 4).log_prob(path), reused)
+        centre = guided_path(params, start, drift, scale).centre()
+        calls.clear()
+        MarkovPath(start, drift, scale, 4).log_prob(centre)
+        assert calls == []  # refinement scores the chain's centre
     calls.clear()
     MarkovPath(start, drift, scale, 4).log_prob(path)
     assert len(calls) == 1  # outside the context nothing is shared
