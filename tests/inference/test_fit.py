@@ -285,3 +285,17 @@ def test_tensorboard_logs_loss_and_validation(data, tmp_path):
     assert {"loss", "lr", "valid/loss", "valid/bits_per_spike", "valid/co_bps"} <= set(tags)
     assert [e.step for e in events.Scalars("loss")] == list(range(1, OPTIONS["steps"] + 1))
     assert [e.step for e in events.Scalars("valid/loss")] == [4, 8, 12]
+
+
+def test_a_training_step_evaluates_the_drift_once(data):
+    """The guide's chain evaluates the drift bin by bin; the step's densities reuse it
+    (``shared_drift``), so no whole-path (parallel over bins) drift call is left in a step."""
+    model, guide = build(diffusion=0.1)
+    whole_path = []
+    model.field.register_forward_hook(
+        lambda module, args, out: whole_path.append(args[0].dim() > 2))
+    fit(model, guide, data.select("train"), steps=3, batch_size=6, progress=False)
+    # The call that creates the guide's parameters and three steps: each runs the chain (two
+    # calls per bin, the midpoint rule) and nothing else.
+    assert sum(whole_path) == 0
+    assert len(whole_path) == 4 * 2 * (data.n_bins - 1)
