@@ -4,6 +4,7 @@ Each training idiom asserts that the loss decreases, that the parameters change 
 guide and the model scored the same trials.
 """
 
+import contextlib
 import os
 import random
 import subprocess
@@ -37,6 +38,7 @@ from pyrodyn.inference import (
     trial_plate,
 )
 from pyrodyn.models import LatentODEModel, sites
+from pyrodyn.models.paths import shared_drift
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -132,6 +134,23 @@ def test_classic_svi_with_pyro_optim(data):
     assert changed(before, (model, guide))
     drawn, scored = scored_trials(model, guide, kwargs)
     assert torch.equal(drawn, scored) and scored.tolist() == [1, 4, 7, 9]
+
+
+def test_classic_svi_shares_the_drift_of_a_stochastic_path(data):
+    """A user's SVI step inside ``shared_drift`` takes the same step as outside it."""
+    train = data.select("train")
+    kwargs = model_args(train.to_batch([1, 4, 7, 9]), train.n_trials)
+    losses = []
+    for context in (contextlib.nullcontext, shared_drift):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model = LatentODEModel(train.n_neurons, 2, diffusion=0.1, noise_tau=5.0)
+        guide = AmortizedNormalGuide(model)
+        svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
+        with context():
+            losses.append([svi.step(**kwargs) for _ in range(3)])
+    pyro.clear_param_store()
+    assert np.allclose(losses[0], losses[1], rtol=1e-5)
 
 
 def test_module_local_elbo_with_a_torch_optimizer(data):
