@@ -23,6 +23,7 @@ medians: speed-ups are only meaningful measured side by side on this shared mach
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import resource
@@ -98,7 +99,7 @@ def measure_recipe(config: dict, repeats: int) -> dict:
     options = recipe.fit_options().replace(batch_size=data.n_trials, curriculum=None)
     run = _Run(model, guide, data, None, options, optimizer=None, scheduler=None,
                checkpoint=None)
-    steps = iter(range(10 ** 6))
+    steps = itertools.count()
     seconds = _median_time(lambda: run.step(next(steps)), repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(config, solver="recipe", ms_per_step=round(1000 * seconds, 1),
@@ -144,8 +145,8 @@ def main(argv=None) -> list[dict]:
                         help="time fit's step on RunConfig()'s model and guide at issue 17's "
                              "shape")
     parser.add_argument("--baseline", metavar="DIR",
-                        help="with --recipe: also time the pyrodyn in this checkout, "
-                             "interleaved, one thread")
+                        help="time the recipe here and in this checkout, interleaved, one "
+                             "thread (implies --recipe)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="with --baseline: processes per tree")
     args = parser.parse_args(argv)
