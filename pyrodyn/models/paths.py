@@ -17,6 +17,8 @@ the error of a smooth fitted drift is. The deterministic ODE is the ``s -> 0`` l
   model's own drift plus a correction ``s * (K[k] z[k] + m[k] + L[k] eta)`` whose gains, offsets
   and noise factors come from an encoder of the whole trial (smoothing, not filtering). For
   linear dynamics with Gaussian observations the exact posterior is of this form.
+- ``shared_drift``: a context in which the prior's density of the guide's own draw reuses the
+  drift the chain evaluated, so a training step evaluates the drift once.
 
 Example:
     >>> import torch
