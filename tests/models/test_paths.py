@@ -118,7 +118,7 @@ def _scores_and_gradients(score, leaves):
 
 
 @pytest.mark.parametrize("rho", [None, torch.tensor([0.8, 0.3])], ids=["white", "correlated"])
-def test_a_draws_own_densities_skip_no_term(rho):
+def test_a_draws_own_densities_equal_the_densities_evaluated_afresh(rho):
     """The guide's density of its own draw (read off its noises) and, within
     ``shared_drift``, the prior's (reusing the chain's drift) equal the densities evaluated
     afresh, in value and in gradient, for a nonlinear drift."""
