@@ -12,6 +12,7 @@ from the 80 before them). Run from the repository root:
     .venv/bin/python bench/calibration.py --set diffusion=0.3
     .venv/bin/python bench/calibration.py --neurons 8 --set diffusion=0.3
     .venv/bin/python bench/calibration.py --set noise_tau=5
+    .venv/bin/python bench/calibration.py --set noise_df=4
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main(argv=None) -> dict:
         row["diffusion"] = diffusion.sigma().tolist()
         if diffusion.log_tau is not None:
             row["noise_tau"] = diffusion.log_tau.exp().tolist()
+        if diffusion.df() is not None:
+            row["noise_df"] = diffusion.df().tolist()
     print(json.dumps(row))
     return row
 

@@ -22,7 +22,7 @@ __all__ = ["RunConfig", "build_model", "build_run"]
 
 
 # Options added after runs were first saved, with the value every earlier run had.
-_BEFORE_ADDED = {"noise_tau": None, "learn_noise_tau": True}
+_BEFORE_ADDED = {"noise_tau": None, "learn_noise_tau": True, "noise_df": None}
 
 
 @dataclass
@@ -50,6 +50,9 @@ class RunConfig:
                                     # correlated path noise)
     learn_noise_tau: bool = True    # learn it from that start (false: fixed; README (g):
                                     # better calibrated with 30 neurons, worse with 8)
+    # Student-t degrees of freedom of the path's innovations, learned from this start (None:
+    # Gaussian)
+    noise_df: float | None = None
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
@@ -93,6 +96,11 @@ class RunConfig:
         """``noise_tau`` where there is a stochastic path to correlate, else None."""
         return None if self.diffusion is None else self.noise_tau
 
+    @property
+    def path_noise_df(self) -> float | None:
+        """``noise_df`` where there is a stochastic path, else None."""
+        return None if self.diffusion is None else self.noise_df
+
     def __post_init__(self) -> None:
         """Every option checked where it is set: a bad value is one line naming it."""
         from .inference.guides import GUIDES
@@ -121,6 +129,8 @@ class RunConfig:
             check_number("config: diffusion", self.diffusion, low=0, low_open=True)
         if self.noise_tau is not None:
             check_number("config: noise_tau", self.noise_tau, low=0, low_open=True)
+        if self.noise_df is not None:
+            check_number("config: noise_df", self.noise_df, low=0, low_open=True)
         if not isinstance(self.learn_noise_tau, bool):
             raise ValueError(f"config: learn_noise_tau must be true or false, got "
                              f"{self.learn_noise_tau!r}")

@@ -103,7 +103,7 @@ def _continued_draw(model, proposal, kwargs, inputs, forward_bins, weight
                 last_noise = states[..., -1, :] - model.transition(states[..., -2, :], u_last)
             rest = MarkovPath(states[..., -1, :], model.transition, model.noise_scale(),
                               forward_bins, u, correlation=correlation,
-                              last_noise=last_noise).sample()
+                              last_noise=last_noise, df=model.noise_df()).sample()
         values[name] = torch.cat([path, rest], dim=-2)
     return values
 

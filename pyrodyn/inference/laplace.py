@@ -46,7 +46,7 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 
 from ..models import sites
-from ..models.paths import innovation_scales, previous_states
+from ..models.paths import innovation_scales, previous_states, unit_fisher
 from ..models.readouts import Readout
 from .traces import apply_parameter_draw
 
@@ -234,7 +234,10 @@ def _channel_scale_tril(model, latents, inputs, scale, precision, *, marginal: b
         return innovation / scale
 
     n_steps, size = latents.shape[-2] - 1, latents.shape[:-2] + (latents.shape[-2] - 1,)
-    scales = innovation_scales(noise, rho, n_steps).expand(size + noise.shape)
+    # Student-t innovations: each residual's Gauss-Newton weight is its Fisher information
+    df = model.noise_df()
+    fisher = unit_fisher(None if df is None else df.detach())
+    scales = (innovation_scales(noise, rho, n_steps) / fisher ** 0.5).expand(size + noise.shape)
     keep = (torch.arange(n_steps, device=latents.device) > 0).to(latents.dtype)
     previous, following = latents[..., :-1, :], latents[..., 1:, :]
     before = previous_states(latents[..., 0, :], previous)

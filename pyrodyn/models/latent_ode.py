@@ -64,6 +64,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         noise_tau: correlation time (bins, per dimension) of the path's noise, an AR(1)
             process; None (default) for white noise.
         learn_noise_tau: learn ``noise_tau`` from its given value (default), else fixed.
+        noise_df: Student-t degrees of freedom of the path's innovations, learned from this
+            start; None (default) for Gaussian innovations.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         diffusion: float | None = None,
         noise_tau: float | None = None,
         learn_noise_tau: bool = True,
+        noise_df: float | None = None,
     ) -> None:
         super().__init__()
         if n_neurons < 1 or latent_dim < 1:
@@ -108,7 +111,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         self.z0_prior = InitialStatePrior(latent_dim, scale=prior_scale, learn=learn_prior)
         self.diffusion = stochastic_path_diffusion(diffusion, latent_dim, self.solver,
                                                    inferred_input_dim, self.field,
-                                                   tau=noise_tau, learn_tau=learn_noise_tau)
+                                                   tau=noise_tau, learn_tau=learn_noise_tau,
+                                                   df=noise_df)
 
     @classmethod
     def from_config(cls, config, data) -> LatentODEModel:
@@ -128,7 +132,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
             inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
             diffusion=config.diffusion, noise_tau=config.path_noise_tau,
-            learn_noise_tau=config.learn_noise_tau)
+            learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df)
 
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,

@@ -84,8 +84,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         external_input_dim: known input channels, seen by every area.
         inferred_input_dim: inferred input channels per area (sites "inputs.A").
         prior_scale, learn_prior, input_tau, input_scale, solver, diffusion, noise_tau,
-            learn_noise_tau: as in ``LatentODEModel`` (a diffusion makes one stochastic path
-            over all areas' states).
+            learn_noise_tau, noise_df: as in ``LatentODEModel`` (a diffusion makes one
+            stochastic path over all areas' states).
     """
 
     def __init__(
@@ -111,6 +111,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         diffusion: float | None = None,
         noise_tau: float | None = None,
         learn_noise_tau: bool = True,
+        noise_df: float | None = None,
     ) -> None:
         super().__init__()
         self.areas = [str(a) for a in areas]
@@ -156,7 +157,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         self.solver = solver or ODESolver("midpoint", step_size=0.1)
         self.diffusion = stochastic_path_diffusion(diffusion, self.latent_dim, self.solver,
                                                    inferred_input_dim, self.field,
-                                                   tau=noise_tau, learn_tau=learn_noise_tau)
+                                                   tau=noise_tau, learn_tau=learn_noise_tau,
+                                                   df=noise_df)
         order = np.concatenate([self.area_neurons[a] for a in self.areas])
         self.register_buffer("_neuron_order", torch.as_tensor(np.argsort(order)),
                              persistent=False)
@@ -184,7 +186,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
             input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
             diffusion=config.diffusion, noise_tau=config.path_noise_tau,
-            learn_noise_tau=config.learn_noise_tau)
+            learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df)
 
     def _check_neurons(self) -> int:
         every = np.concatenate(list(self.area_neurons.values()))

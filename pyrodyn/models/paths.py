@@ -9,7 +9,10 @@ scale per bin (``sigma * sqrt(step_size)``, Euler-Maruyama on the bin grid). Wit
 ``r[k] = rho * r[k-1] + s * eps[k]``, started from its stationary law (scale
 ``s / sqrt(1 - rho**2)``) or from a given previous noise: a forcing that is smooth in time, as
 the error of a smooth fitted drift is. The deterministic ODE is the ``s -> 0`` limit, white noise
-``rho = 0``.
+``rho = 0``. With degrees of freedom ``nu`` (``RunConfig``'s ``noise_df``) each innovation
+``s * eps[k]`` is Student-t instead of Gaussian (``nu -> inf``): rare large kicks, such as the
+pulses of an input the model does not see, cost little, while the rest of the path stays tight.
+(Correlated noise then starts from a t of the stationary scale, not its exact stationary law.)
 
 - ``MarkovPath``: that prior over the path ``z[1:]`` given ``z[0]``, event (time - 1, latent).
   Its density is scored in parallel over bins, one drift evaluation for the whole path.
@@ -45,7 +48,7 @@ from . import sites
 
 __all__ = ["MarkovPath", "GuidedPath", "Diffusion", "previous_states", "innovation_scales",
            "path_head_size", "guided_path", "LatentPathModel", "stochastic_path_diffusion",
-           "shared_drift"]
+           "shared_drift", "unit_log_density", "unit_fisher"]
 
 Drift = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -122,10 +125,11 @@ class _Path(TorchDistribution):
     def __init__(self, start: torch.Tensor, drift: Drift, noise_scale: torch.Tensor,
                  n_steps: int, inputs: torch.Tensor | None = None, *,
                  correlation: torch.Tensor | None = None,
-                 last_noise: torch.Tensor | None = None) -> None:
+                 last_noise: torch.Tensor | None = None,
+                 df: torch.Tensor | None = None) -> None:
         self.start, self.drift, self.noise_scale = start, drift, noise_scale
         self.n_steps, self.inputs = n_steps, inputs
-        self.correlation, self.last_noise = correlation, last_noise
+        self.correlation, self.last_noise, self.df = correlation, last_noise, df
         super().__init__(start.shape[:-1], torch.Size((n_steps, start.shape[-1])),
                          validate_args=False)
 
@@ -166,21 +170,26 @@ class MarkovPath(_Path):
     """``z[k+1] = drift(z[k], u[k]) + r[k]`` from ``start`` (..., latent), the noise ``r`` white
     with scale ``noise_scale`` or, with a ``correlation`` (latent,), AR(1) from its stationary law
     or from ``last_noise`` (..., latent), the noise of the transition into ``start``;
-    ``inputs`` (..., n_steps, input) the drift's per-bin inputs or None."""
+    ``inputs`` (..., n_steps, input) the drift's per-bin inputs or None; ``df`` (latent,) the
+    innovations' Student-t degrees of freedom, None for Gaussian innovations."""
+
+    def _unit_noise(self, like: torch.Tensor) -> torch.Tensor:
+        if self.df is None:
+            return torch.randn_like(like)
+        return torch.distributions.StudentT(self.df.expand(like.shape)).rsample()
 
     def rsample(self, sample_shape=()):
         z = self.start.expand(torch.Size(sample_shape) + self.start.shape)
         noise, scales, steps = self._previous_noise(z), self._scales(), []
         for k in range(self.n_steps):
-            noise = self._next_noise(noise, scales[k] * torch.randn_like(z))
+            noise = self._next_noise(noise, scales[k] * self._unit_noise(z))
             z = self.drift(z, _input(self.inputs, k)) + noise
             steps.append(z)
         return torch.stack(steps, dim=-2)
 
     def log_prob(self, value):
         noise = self._residual(value)
-        return (-0.5 * noise ** 2 - 0.5 * math.log(2 * math.pi)).sum((-1, -2)) \
-            - self._log_jacobian()
+        return unit_log_density(noise, self.df).sum((-1, -2)) - self._log_jacobian()
 
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape)
@@ -188,7 +197,23 @@ class MarkovPath(_Path):
         return MarkovPath(self.start.expand(shape + self.start.shape[-1:]), self.drift,
                           self.noise_scale, self.n_steps, self.inputs,
                           correlation=self.correlation,
-                          last_noise=None if last is None else last.expand(shape + last.shape[-1:]))
+                          last_noise=None if last is None else last.expand(shape + last.shape[-1:]),
+                          df=self.df)
+
+
+def unit_log_density(noise: torch.Tensor, df: torch.Tensor | None) -> torch.Tensor:
+    """The log density of innovations in units of their scale, elementwise: standard normal, or
+    Student-t with ``df`` degrees of freedom (one per dimension, the last axis)."""
+    if df is None:
+        return -0.5 * noise ** 2 - 0.5 * math.log(2 * math.pi)
+    return (torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(math.pi * df)
+            - (df + 1) / 2 * torch.log1p(noise ** 2 / df))
+
+
+def unit_fisher(df: torch.Tensor | None) -> torch.Tensor | float:
+    """The Fisher information of a unit-scale innovation's location: 1 for Gaussian noise,
+    ``(df + 1) / (df + 3)`` for Student-t (a Gauss-Newton weight: ``laplace``)."""
+    return 1.0 if df is None else (df + 1) / (df + 3)
 
 
 class GuidedPath(_Path):
@@ -315,7 +340,9 @@ class Diffusion(torch.nn.Module):
     """A learned per-dimension diffusion ``sigma`` (state units per sqrt(time unit)), the
     noise scale per bin it gives, ``sigma * sqrt(step_size)``, and, where ``tau`` (bins) is
     given, the noise's per-dimension correlation time (white noise where it is None): learned
-    from ``tau``, or fixed at it (``learn_tau=False``).
+    from ``tau``, or fixed at it (``learn_tau=False``). Where ``df`` is given, the innovations
+    are Student-t with per-dimension degrees of freedom learned from ``df`` (Gaussian where
+    it is None).
 
     Why learned by default: fixed, smooth noise can stand in for the dynamics where few
     neurons constrain them (8 neurons: rate R2 0.84 against 0.89); learned, tau falls to under
@@ -324,15 +351,20 @@ class Diffusion(torch.nn.Module):
     Example:
         >>> Diffusion(3, init=0.1, step_size=0.1, tau=5.0).correlation().shape
         torch.Size([3])
+        >>> Diffusion(3, init=0.1, step_size=0.1, df=4.0).df()
+        tensor([4., 4., 4.], grad_fn=<ExpBackward0>)
     """
 
     def __init__(self, latent_dim: int, *, init: float, step_size: float,
-                 tau: float | None = None, learn_tau: bool = True) -> None:
+                 tau: float | None = None, learn_tau: bool = True,
+                 df: float | None = None) -> None:
         super().__init__()
         if not init > 0:
             raise ValueError(f"diffusion: must be > 0 (None for a deterministic ODE), got {init}")
         if tau is not None and not tau > 0:
             raise ValueError(f"noise_tau: must be > 0 bins (None for white noise), got {tau}")
+        if df is not None and not df > 0:
+            raise ValueError(f"noise_df: must be > 0 (None for Gaussian noise), got {df}")
         self.log_sigma = torch.nn.Parameter(torch.full((latent_dim,), math.log(init)))
         log_tau = None if tau is None else torch.full((latent_dim,), math.log(tau))
         if learn_tau and log_tau is not None:
@@ -340,6 +372,8 @@ class Diffusion(torch.nn.Module):
         else:  # a buffer: the same state-dict key either way, so runs reload both ways
             self.register_buffer("log_tau", log_tau)
         self.step_size = float(step_size)
+        self.log_df = (None if df is None  # after the others: optimizer states keep their order
+                       else torch.nn.Parameter(torch.full((latent_dim,), math.log(df))))
 
     def correlation(self) -> torch.Tensor | None:
         """The noise's AR(1) coefficient per bin, ``exp(-1 / tau)``; None for white noise."""
@@ -347,6 +381,10 @@ class Diffusion(torch.nn.Module):
 
     def sigma(self) -> torch.Tensor:
         return self.log_sigma.exp()
+
+    def df(self) -> torch.Tensor | None:
+        """The innovations' Student-t degrees of freedom per dimension; None for Gaussian."""
+        return None if self.log_df is None else self.log_df.exp()
 
     def noise_scale(self) -> torch.Tensor:
         return self.sigma() * math.sqrt(self.step_size)
@@ -373,6 +411,10 @@ class LatentPathModel:
         """The path noise's AR(1) coefficient per bin and dimension; None for white noise."""
         return self.diffusion.correlation()
 
+    def noise_df(self) -> torch.Tensor | None:
+        """The path innovations' Student-t degrees of freedom; None for Gaussian ones."""
+        return self.diffusion.df()
+
     def trajectory(self, z0: torch.Tensor, n_bins: int,
                    inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Latents (..., n_bins, latent) from ``z0``: the ODE solve, or the site "path" (a
@@ -382,18 +424,21 @@ class LatentPathModel:
         path = pyro.sample(sites.PATH, MarkovPath(
             z0, self.transition, self.noise_scale(), n_bins - 1,
             None if inputs is None else inputs[..., :-1, :],
-            correlation=self.noise_correlation()))
+            correlation=self.noise_correlation(), df=self.noise_df()))
         return torch.cat([z0.expand(path.shape[:-2] + z0.shape[-1:]).unsqueeze(-2), path], -2)
 
 
 def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, inferred_input_dim: int,
-                              field, tau: float | None = None,
-                              learn_tau: bool = True) -> Diffusion | None:
+                              field, tau: float | None = None, learn_tau: bool = True,
+                              df: float | None = None) -> Diffusion | None:
     """A model's ``Diffusion`` (None for a deterministic ODE), checked against what a
     stochastic path cannot combine with."""
     if init is None:
         if tau is not None:
             raise ValueError("noise_tau: correlated path noise needs a stochastic path "
+                             "(a diffusion), not a deterministic ODE")
+        if df is not None:
+            raise ValueError("noise_df: Student-t path noise needs a stochastic path "
                              "(a diffusion), not a deterministic ODE")
         return None
     if inferred_input_dim:
@@ -406,4 +451,4 @@ def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, infer
     probe = None if not field.input_dim else torch.zeros(1, field.input_dim)
     solver.step(field, torch.zeros(1, latent_dim), probe)  # adaptive solvers: a clear error
     return Diffusion(latent_dim, init=init, step_size=solver.step_size, tau=tau,
-                     learn_tau=learn_tau)
+                     learn_tau=learn_tau, df=df)

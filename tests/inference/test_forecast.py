@@ -8,12 +8,13 @@ from pyrodyn.inference import AmortizedNormalGuide, evaluate, fit, forward_rates
 from pyrodyn.models import LatentODEModel
 
 
-@pytest.fixture(scope="module", params=["ode", "sde", "correlated_sde", "inputs"])
+@pytest.fixture(scope="module", params=["ode", "sde", "correlated_sde", "student_sde", "inputs"])
 def fitted(request):
     data = synthetic.lorenz(n_trials=30, n_bins=24, n_neurons=10, seed=0)
     data = data.with_split(valid=0.2, test=0.2, seed=0)
     options = {"ode": {}, "sde": {"diffusion": 0.3},
                "correlated_sde": {"diffusion": 0.3, "noise_tau": 5.0},
+               "student_sde": {"diffusion": 0.3, "noise_tau": 5.0, "noise_df": 4.0},
                "inputs": {"inferred_input_dim": 1}}
     model = LatentODEModel(10, 3, **options[request.param])
     guide = AmortizedNormalGuide(model)

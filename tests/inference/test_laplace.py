@@ -67,12 +67,15 @@ def test_a_channel_the_target_field_can_stand_in_for_gets_a_wide_interval():
     assert ((tril @ tril.T).diagonal().sqrt() < 0.1).all()
 
 
-@pytest.mark.parametrize("noise_tau", [None, 3.0], ids=["white", "correlated"])
-def test_channel_curvature_is_that_of_the_path_density(noise_tau):
+@pytest.mark.parametrize("noise_tau, noise_df", [(None, None), (3.0, None), (3.0, 2.5)],
+                         ids=["white", "correlated", "student-t"])
+def test_channel_curvature_is_that_of_the_path_density(noise_tau, noise_df):
     """Given the fields, the channels' Gauss-Newton matrix is J'J of the path's innovations
-    (``MarkovPath``'s, white or AR(1)), differentiated through the posterior's own hooks."""
+    (``MarkovPath``'s, white or AR(1)), differentiated through the posterior's own hooks, each
+    weighted by its Fisher information (Student-t innovations: (df + 1) / (df + 3))."""
     model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1,
-                           noise_tau=noise_tau)
+                           noise_tau=noise_tau, noise_df=noise_df)
+    weight = 1.0 if noise_df is None else ((noise_df + 1) / (noise_df + 3)) ** 0.5
     _, latents = _two_area(False)
     shapes, tril = _channel_scale_tril(model, latents, None, 2.0, 1.0, marginal=False)
 
@@ -85,7 +88,7 @@ def test_channel_curvature_is_that_of_the_path_density(noise_tau):
         with apply_parameter_draw(model, draw):
             prior = MarkovPath(latents[..., 0, :], model.transition, model.noise_scale(),
                                latents.shape[-2] - 1, correlation=model.noise_correlation())
-            return prior._residual(latents[..., 1:, :]).flatten()
+            return (weight * prior._residual(latents[..., 1:, :])).flatten()
 
     with torch.no_grad():
         n = sum(int(np.prod(shape)) for shape in shapes.values())

@@ -24,6 +24,8 @@ from pyrodyn.models.paths import (
     guided_path,
     path_head_size,
     shared_drift,
+    unit_fisher,
+    unit_log_density,
 )
 
 
@@ -39,6 +41,34 @@ def test_markov_path_density_is_the_product_of_its_transitions():
     previous = torch.cat([start.unsqueeze(1), path[:, :-1]], 1)
     expected = torch.distributions.Normal(_drift(previous, None), scale).log_prob(path).sum((1, 2))
     assert torch.allclose(prior.log_prob(path), expected, atol=1e-5)
+
+
+def test_student_t_path_density_and_draws_are_those_of_t_innovations():
+    torch.manual_seed(0)
+    start, scale, df = torch.randn(3, 2), torch.tensor([0.1, 0.3]), torch.tensor([2.5, 6.0])
+    prior = MarkovPath(start, _drift, scale, n_steps=5, df=df)
+    path = prior.sample()
+    previous = torch.cat([start.unsqueeze(1), path[:, :-1]], 1)
+    expected = torch.distributions.StudentT(df, _drift(previous, None), scale).log_prob(path)
+    assert torch.allclose(prior.log_prob(path), expected.sum((1, 2)), atol=1e-4)
+    # draws: the innovations' quantiles are the t's (scipy's), not the Gaussian's
+    still = MarkovPath(torch.zeros(200000, 2), lambda z, u: z, scale, 1, df=df).sample()
+    from scipy import stats
+
+    for d in range(2):
+        quantile = torch.quantile(still[:, 0, d].abs() / scale[d], 0.99).item()
+        assert quantile == pytest.approx(stats.t.ppf(0.995, df[d].item()), rel=0.05)
+    assert stats.t.ppf(0.995, 2.5) > 1.5 * stats.norm.ppf(0.995)  # the check can tell them apart
+
+
+def test_student_t_fisher_weight_is_the_location_fisher_information():
+    """``unit_fisher`` (the Laplace's Gauss-Newton weight) is E[(d/dx log p(x))^2]."""
+    for df in (1.5, 4.0, 30.0):
+        x = torch.distributions.StudentT(torch.tensor(df)).sample((400000,)).requires_grad_()
+        (score,) = torch.autograd.grad(unit_log_density(x, torch.tensor(df)).sum(), x)
+        assert (score ** 2).mean().item() == pytest.approx(unit_fisher(torch.tensor(df)).item(),
+                                                           rel=0.03)
+    assert unit_fisher(None) == 1.0
 
 
 def _ar1_gaussian(scale, rho, n, last=None):
@@ -198,16 +228,23 @@ def test_diffusion_options_are_checked():
     assert RunConfig(diffusion=None, noise_tau=5.0).path_noise_tau is None  # no path to correlate
     with pytest.raises(ValueError, match="noise_tau"):
         LatentODEModel(5, 2, noise_tau=5.0)
+    with pytest.raises(ValueError, match="noise_df"):
+        RunConfig(noise_df=-1.0)
+    with pytest.raises(ValueError, match="noise_df"):
+        LatentODEModel(5, 2, noise_df=4.0)  # Student-t noise of a deterministic ODE
+    assert RunConfig(diffusion=None, noise_df=4.0).path_noise_df is None
 
 
-@pytest.mark.parametrize("noise_tau, learn_noise_tau", [(None, True), (5.0, True), (5.0, False)],
-                         ids=["white", "correlated", "fixed-correlation"])
-def test_a_diffusion_model_fits_draws_refines_and_scores(noise_tau, learn_noise_tau):
+@pytest.mark.parametrize("noise_tau, learn_noise_tau, noise_df",
+                         [(None, True, None), (5.0, True, None), (5.0, False, None),
+                          (5.0, True, 4.0)],
+                         ids=["white", "correlated", "fixed-correlation", "student-t"])
+def test_a_diffusion_model_fits_draws_refines_and_scores(noise_tau, learn_noise_tau, noise_df):
     data = synthetic.lorenz(n_trials=24, n_bins=20, n_neurons=12, seed=0)
     data = data.with_split(valid=0.25, test=0.25, seed=0)
     train, test = data.select("train"), data.select("test")
     model = LatentODEModel(12, 3, diffusion=0.3, noise_tau=noise_tau,
-                           learn_noise_tau=learn_noise_tau)
+                           learn_noise_tau=learn_noise_tau, noise_df=noise_df)
     guide = AmortizedNormalGuide(model)
     assert model.path_sites == {sites.PATH: 3}
     fit(model, guide, train, steps=20, batch_size=8, progress=False, curriculum=None)
@@ -216,6 +253,8 @@ def test_a_diffusion_model_fits_draws_refines_and_scores(noise_tau, learn_noise_
     if noise_tau is not None:  # the noise's correlation time, where asked, too
         moved = not torch.allclose(model.diffusion.log_tau.exp(), torch.full((3,), noise_tau))
         assert moved == learn_noise_tau
+    if noise_df is not None:  # and the innovations' degrees of freedom
+        assert not torch.allclose(model.noise_df(), torch.full((3,), noise_df))
     post = posterior(model, guide, test, num_samples=4, refine_steps=3)
     assert post.draws["latents"].shape == (4, test.n_trials, 20, 3)
     assert sites.PATH not in post.draws  # "latents" holds it, bin 0 first
