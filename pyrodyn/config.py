@@ -50,10 +50,9 @@ class RunConfig:
                                     # correlated path noise)
     learn_noise_tau: bool = True    # learn it from that start (false: fixed; README (g):
                                     # better calibrated with 30 neurons, worse with 8)
-    # Student-t degrees of freedom of the path's innovations, learned from this start (None:
-    # Gaussian). 4 since 2026-12-06: unseen input pulses no longer need an extra latent
-    # dimension, at the same accuracy and calibration (README (f), (g)).
-    noise_df: float | None = 4.0
+    # Student-t degrees of freedom of the path's innovations, learned from this start (None,
+    # the default: Gaussian; README (f): 4 selected no better, and the fits make it 24-112)
+    noise_df: float | None = None
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
