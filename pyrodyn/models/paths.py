@@ -176,7 +176,7 @@ class MarkovPath(_Path):
     def _unit_noise(self, like: torch.Tensor) -> torch.Tensor:
         if self.df is None:
             return torch.randn_like(like)
-        return torch.distributions.StudentT(self.df.expand(like.shape)).rsample()
+        return _unit_t(self.df).rsample(like.shape[:-1])
 
     def rsample(self, sample_shape=()):
         z = self.start.expand(torch.Size(sample_shape) + self.start.shape)
@@ -201,13 +201,17 @@ class MarkovPath(_Path):
                           df=self.df)
 
 
+def _unit_t(df: torch.Tensor) -> torch.distributions.StudentT:
+    """Student-t innovations of unit scale (checked where ``Diffusion`` makes ``df``)."""
+    return torch.distributions.StudentT(df, validate_args=False)
+
+
 def unit_log_density(noise: torch.Tensor, df: torch.Tensor | None) -> torch.Tensor:
     """The log density of innovations in units of their scale, elementwise: standard normal, or
     Student-t with ``df`` degrees of freedom (one per dimension, the last axis)."""
     if df is None:
         return -0.5 * noise ** 2 - 0.5 * math.log(2 * math.pi)
-    return (torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(math.pi * df)
-            - (df + 1) / 2 * torch.log1p(noise ** 2 / df))
+    return _unit_t(df).log_prob(noise)
 
 
 def unit_fisher(df: torch.Tensor | None) -> torch.Tensor | float:

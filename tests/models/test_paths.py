@@ -51,14 +51,14 @@ def test_student_t_path_density_and_draws_are_those_of_t_innovations():
     previous = torch.cat([start.unsqueeze(1), path[:, :-1]], 1)
     expected = torch.distributions.StudentT(df, _drift(previous, None), scale).log_prob(path)
     assert torch.allclose(prior.log_prob(path), expected.sum((1, 2)), atol=1e-4)
-    # draws: the innovations' quantiles are the t's (scipy's), not the Gaussian's
+    # draws: the innovations' 99% quantile is the t's (scipy's: 7.2 for df 2.5, 3.7 for 6),
+    # which the 5% tolerance tells from the Gaussian's 2.58
     still = MarkovPath(torch.zeros(200000, 2), lambda z, u: z, scale, 1, df=df).sample()
     from scipy import stats
 
     for d in range(2):
         quantile = torch.quantile(still[:, 0, d].abs() / scale[d], 0.99).item()
         assert quantile == pytest.approx(stats.t.ppf(0.995, df[d].item()), rel=0.05)
-    assert stats.t.ppf(0.995, 2.5) > 1.5 * stats.norm.ppf(0.995)  # the check can tell them apart
 
 
 def test_student_t_fisher_weight_is_the_location_fisher_information():
