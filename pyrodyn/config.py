@@ -22,7 +22,8 @@ __all__ = ["RunConfig", "build_model", "build_run"]
 
 
 # Options added after runs were first saved, with the value every earlier run had.
-_BEFORE_ADDED = {"noise_tau": None, "learn_noise_tau": True, "noise_df": None}
+_BEFORE_ADDED = {"noise_tau": None, "learn_noise_tau": True, "noise_df": None,
+                 "readout_link": "identity"}
 
 
 @dataclass
@@ -35,9 +36,12 @@ class RunConfig:
     dynamics: str = "mlp"
     hidden: int = 128
     readout: str = "plane"       # affine coordinates, earned bend (README (f))
-    flow_layers: int = 2          # coupling layers of the flow readout (single-area models;
-                                  # 0: the learned lift alone, an affine map)
+    flow_layers: int = 2          # coupling layers of the flow readout (0: the learned lift
+                                  # alone, an affine map)
     bend_precision: float = 0.5   # the plane readout's prior precision on its bend
+    # the plane readout's per-neuron link: "identity" (log-rates affine in the latents but for
+    # the bend) or "monotone" (a learned increasing map per neuron, a linear-nonlinear neuron)
+    readout_link: str = "identity"
     likelihood: str = "poisson"
     inferred_input_dim: int = 0
     input_scale: float = 0.1      # scale of the inferred inputs' AR(1) prior
@@ -101,16 +105,23 @@ class RunConfig:
         """``noise_df`` where there is a stochastic path, else None."""
         return None if self.diffusion is None else self.noise_df
 
+    def readout_options(self) -> dict[str, Any]:
+        """The options of ``readout`` this config sets (``build_readout``'s keywords)."""
+        return {"flow": {"layers": self.flow_layers},
+                "plane": {"bend_precision": self.bend_precision, "link": self.readout_link},
+                }.get(self.readout, {})
+
     def __post_init__(self) -> None:
         """Every option checked where it is set: a bad value is one line naming it."""
         from .inference.guides import GUIDES
         from .inference.options import check_number
-        from .models import CHANNELS, FIELDS, LIKELIHOODS, READOUTS
+        from .models import CHANNELS, FIELDS, LIKELIHOODS, READOUTS, PlaneReadout
         from .models.solver import ADAPTIVE, FIXED_STEP
 
         for name, known in (("dynamics", FIELDS), ("readout", READOUTS),
                             ("likelihood", LIKELIHOODS), ("guide", GUIDES),
-                            ("communication", CHANNELS), ("solver", FIXED_STEP + ADAPTIVE)):
+                            ("communication", CHANNELS), ("solver", FIXED_STEP + ADAPTIVE),
+                            ("readout_link", PlaneReadout.LINKS)):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in known:
                 raise ValueError(f"config: {name} must be one of {', '.join(known)}, got "

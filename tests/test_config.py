@@ -51,6 +51,10 @@ def test_the_recipe_has_a_stochastic_path_and_null_gives_the_ode_back():
     assert model.noise_df() is None  # Gaussian innovations; Student-t where asked
     student, _ = build_run(RunConfig.from_sources(overrides=["noise_df=4"]), data)
     assert "log_df" in dict(student.diffusion.named_parameters())
+    linked, _ = build_run(RunConfig.from_sources(overrides=["readout_link=monotone"]), data)
+    assert linked.readout.link is not None and model.readout.link is None
+    with pytest.raises(ValueError, match="readout_link must be one of identity, monotone"):
+        RunConfig(readout_link="tanh")
 
 
 def test_a_saved_run_rebuilds_the_model_it_was_fitted_with(tmp_path):
@@ -76,3 +80,6 @@ def test_a_saved_run_rebuilds_the_model_it_was_fitted_with(tmp_path):
     del saved["noise_df"]  # a run from before Student-t path noise: Gaussian innovations
     path.write_text(yaml.safe_dump(saved))
     assert RunConfig.from_run(path).noise_df is None
+    del saved["readout_link"]  # a run from before the plane readout's link
+    path.write_text(yaml.safe_dump(saved))
+    assert RunConfig.from_run(path).readout_link == "identity"

@@ -119,15 +119,12 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         """From a ``RunConfig``'s options (dynamics, readout, likelihood, inputs, solver)."""
         external = 0 if data.inputs is None else data.inputs.shape[-1]
         options = {"hidden": config.hidden} if config.dynamics == "mlp" else {}
-        readout_options = {"flow": {"layers": config.flow_layers},
-                           "plane": {"bend_precision": config.bend_precision}
-                           }.get(config.readout, {})
         return cls(
             data.n_neurons, config.latent_dim,
             field=build_field(config.dynamics, config.latent_dim,
                               external + config.inferred_input_dim, **options),
             readout=build_readout(config.readout, config.latent_dim, data.n_neurons,
-                                  **readout_options),
+                                  **config.readout_options()),
             likelihood=config.likelihood, external_input_dim=external,
             inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),

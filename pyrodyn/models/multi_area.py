@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyro
@@ -76,6 +77,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         field: each area's own dynamics ("mlp", "linear", "low_rank") or area -> VectorField.
         hidden: hidden units of the "mlp" fields.
         readout: "plane" (default), "flow", "affine" or "mlp", for every area.
+        readout_options: keywords of that readout (``build_readout``), e.g.
+            ``{"link": "monotone"}``.
         likelihood: "poisson" (default), "negative_binomial" or "gaussian" (or area -> name).
         channels: the channels to model as "target<-source" names (default: every ordered
             pair, so the data decide which are absent).
@@ -96,6 +99,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         field: str | Mapping[str, VectorField] = "mlp",
         hidden: int = 64,
         readout: str = "plane",
+        readout_options: Mapping[str, Any] | None = None,
         likelihood: str | Mapping[str, str] = "poisson",
         channels: Sequence[str] | None = None,
         communication: str = "low_rank",
@@ -145,7 +149,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         self.readouts = nn.ModuleDict()
         for area in self.areas:
             try:
-                self.readouts[area] = build_readout(readout, dims[area], self.area_size(area))
+                self.readouts[area] = build_readout(readout, dims[area], self.area_size(area),
+                                                    **(readout_options or {}))
             except ValueError as error:
                 raise ValueError(f"area {area!r}: {error}") from None
         likelihoods = _per_area(likelihood, self.areas, "likelihood")
@@ -180,8 +185,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         """From a ``RunConfig``'s options; ``latent_dim`` is per area."""
         return cls.from_data(
             data, config.latent_dim, field=config.dynamics, hidden=config.hidden,
-            readout=config.readout, likelihood=config.likelihood,
-            communication=config.communication, rank=config.comm_rank,
+            readout=config.readout, readout_options=config.readout_options(),
+            likelihood=config.likelihood, communication=config.communication, rank=config.comm_rank,
             coupling_prior=config.coupling_prior, inferred_input_dim=config.inferred_input_dim,
             input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),

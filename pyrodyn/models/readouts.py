@@ -27,7 +27,7 @@ from nflows.nn.nets import ResidualNet
 from torch import nn
 
 __all__ = ["Readout", "AffineReadout", "MLPReadout", "FlowReadout", "ResidualFlowReadout",
-           "PlaneReadout", "READOUTS", "build_readout"]
+           "PlaneReadout", "MonotoneLink", "READOUTS", "build_readout"]
 
 
 class Readout(nn.Module):
@@ -189,6 +189,54 @@ class ResidualFlowReadout(Readout):
         return y[..., : self.latent_dim]
 
 
+class MonotoneLink(nn.Module):
+    """Each neuron's own strictly increasing map ``g(u) = a u + sum_k c_k (tanh(s_k u + t_k) -
+    tanh(t_k))`` (``a``, ``c_k``, ``s_k`` > 0; ``g(0) = 0``), applied elementwise over the last
+    (neuron) dimension: a linear-nonlinear (LN) neuron's saturation or threshold. It starts
+    nearly the identity (``a = 1``, ``c_k`` about 0.02), and ``a`` may fall towards 0 for a
+    neuron that saturates. Being strictly increasing, it never makes a readout lose
+    injectivity.
+
+    Example:
+        >>> link = MonotoneLink(30)
+        >>> u = torch.randn(8, 30)
+        >>> torch.allclose(link.inverse(link(u)), u, atol=1e-4)
+        True
+    """
+
+    def __init__(self, n_neurons: int, *, units: int = 2) -> None:
+        super().__init__()
+        one = math.log(math.expm1(1.0))  # softplus(one) == 1
+        self.raw_slope = nn.Parameter(torch.full((n_neurons,), one))
+        self.raw_amplitude = nn.Parameter(torch.full((n_neurons, units), -4.0))
+        self.raw_sharpness = nn.Parameter(torch.full((n_neurons, units), one))
+        # the units' centres spread over the range a standardized input covers
+        self.shift = nn.Parameter(torch.linspace(-1.0, 1.0, units).repeat(n_neurons, 1))
+
+    def _parts(self):
+        softplus = nn.functional.softplus
+        return (softplus(self.raw_slope) + 1e-3, softplus(self.raw_amplitude),
+                softplus(self.raw_sharpness))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        slope, amplitude, sharpness = self._parts()
+        units = torch.tanh(torch.addcmul(self.shift, sharpness, u.unsqueeze(-1)))
+        at_zero = (amplitude * torch.tanh(self.shift)).sum(-1)   # per neuron, not per entry
+        return slope * u + (amplitude * units).sum(-1) - at_zero
+
+    def inverse(self, y: torch.Tensor, *, iterations: int = 60) -> torch.Tensor:
+        """``u`` with ``g(u) = y``, by bisection: ``|g(u) - a u| <= 2 sum_k c_k`` brackets it."""
+        slope, amplitude, _ = self._parts()
+        reach = 2.0 * amplitude.sum(-1)
+        low, high = (y - reach) / slope, (y + reach) / slope
+        for _ in range(iterations):
+            middle = 0.5 * (low + high)
+            above = self(middle) > y
+            high = torch.where(above, middle, high)
+            low = torch.where(above, low, middle)
+        return 0.5 * (low + high)
+
+
 class PlaneReadout(Readout):
     """Affine coordinates, nonlinear rates: ``log r = W z + (I - P_W) h(z) + b``, where
     ``P_W`` projects onto the columns of ``W`` and ``h`` is a small MLP (its output layer
@@ -201,6 +249,10 @@ class PlaneReadout(Readout):
     them, the latents are an affine image of it whatever ``h`` learns. Where the embedding is
     nonlinear, ``h`` bends the rates without bending the coordinates.
 
+    ``link="monotone"`` passes each neuron's log-rate through its own learned increasing map
+    (``MonotoneLink``): ``log r = b + g(W z + (I - P_W) h(z))``, a linear-nonlinear neuron
+    whose saturation or threshold needs no bend; ``z = W^+ g^{-1}(log r - b)``.
+
     Example:
         >>> readout = PlaneReadout(3, 30)
         >>> z = torch.randn(8, 50, 3)
@@ -209,10 +261,14 @@ class PlaneReadout(Readout):
     """
 
     injective = True
+    LINKS = ("identity", "monotone")
 
     def __init__(self, latent_dim: int, n_neurons: int, *, hidden: int = 64,
-                 bend_precision: float = 0.5) -> None:
+                 bend_precision: float = 0.5, link: str = "identity") -> None:
         super().__init__(latent_dim, n_neurons)
+        if link not in self.LINKS:
+            raise ValueError(f"PlaneReadout: link must be one of {', '.join(self.LINKS)}, got "
+                             f"{link!r}")
         self.bend_precision = bend_precision
         self.weight = nn.Parameter(torch.randn(n_neurons, latent_dim) / math.sqrt(latent_dim))
         self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ELU(),
@@ -220,23 +276,39 @@ class PlaneReadout(Readout):
         with torch.no_grad():
             self.net[-1].weight.zero_()
             self.net[-1].bias.zero_()
+        self.link = MonotoneLink(n_neurons) if link == "monotone" else None
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def _bend(self, z: torch.Tensor) -> torch.Tensor:
         basis, _ = torch.linalg.qr(self.weight)              # (neuron, latent), orthonormal
         bend = self.net(z)
-        bend = bend - (bend @ basis) @ basis.T               # off the plane only
-        return z @ self.weight.T + bend + self.bias
+        return bend - (bend @ basis) @ basis.T               # off the plane only
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        bend = self._bend(z)
+        inner = z @ self.weight.T + bend
+        if self.link is None:
+            return inner + self.bias
+        log_rates = self.link(inner) + self.bias
+        self._last_bend = (log_rates, bend)  # for log_penalty: no second MLP pass
+        return log_rates
 
     def log_penalty(self, z: torch.Tensor, log_rates: torch.Tensor) -> torch.Tensor:
-        """A weak Gaussian prior on the bend (``log_rates`` minus the affine part), summed
-        over (time, neuron): among planes that fit equally well it prefers the one the
-        log-rates vary in most, their principal plane."""
-        bend = log_rates - (z @ self.weight.T + self.bias)
+        """A weak Gaussian prior on the bend (before the link), summed over (time, neuron):
+        among planes that fit equally well it prefers the one the log-rates vary in most,
+        their principal plane."""
+        if self.link is None:  # the bend is what the affine part leaves
+            bend = log_rates - (z @ self.weight.T + self.bias)
+        else:
+            last = getattr(self, "_last_bend", None)
+            bend = last[1] if last is not None and last[0] is log_rates else self._bend(z)
         return -0.5 * self.bend_precision * bend.pow(2).sum((-2, -1))
 
     def inverse(self, log_rates: torch.Tensor) -> torch.Tensor:
         """Latent states whose log-rates these are (exact for points in the image)."""
-        return (log_rates - self.bias) @ torch.linalg.pinv(self.weight).T
+        inner = log_rates - self.bias
+        if self.link is not None:
+            inner = self.link.inverse(inner)
+        return inner @ torch.linalg.pinv(self.weight).T
 
 
 def _small_residual_net(in_features: int, out_features: int, hidden: int) -> nn.Module:

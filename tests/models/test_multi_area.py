@@ -180,6 +180,10 @@ def test_from_data_reads_area_labels_and_wrong_spikes_are_refused():
         MultiAreaModel.from_data(data, 3)
     with pytest.raises(ValueError, match="no area labels"):
         MultiAreaModel.from_data(SpikeData(np.ones((3, 5, 4))))
+    from pyrodyn.config import RunConfig  # the config's readout options reach every area
+    linked = MultiAreaModel.from_config(
+        RunConfig(model="multi_area", latent_dim=2, readout_link="monotone"), data)
+    assert all(r.link is not None for r in linked.readouts.values())
     with pytest.raises(ValueError, match="spikes: expected"):
         model(torch.ones(3, 5, 4))
 

@@ -5,6 +5,7 @@ from pyrodyn.models import (
     AR1Prior,
     FlowReadout,
     LatentODEModel,
+    MonotoneLink,
     ODESolver,
     PlaneReadout,
     ResidualFlowReadout,
@@ -63,6 +64,37 @@ def test_plane_readout_bends_rates_off_its_plane_and_never_its_coordinates():
     assert penalty.shape == (16,) and (penalty < 0).all()
     expected = -0.5 * readout.bend_precision * bend.pow(2).sum((-2, -1))
     assert torch.allclose(penalty, expected, rtol=1e-4)
+
+
+def test_monotone_link_is_increasing_zero_at_zero_and_inverted_exactly():
+    torch.manual_seed(0)
+    link = MonotoneLink(6)
+    with torch.no_grad():
+        for p in link.parameters():
+            p.add_(torch.randn_like(p))
+        link.raw_slope.fill_(-6.0)                   # a slope of 0.003: nearly saturating
+    u = torch.linspace(-8.0, 8.0, 401).unsqueeze(-1).expand(401, 6)
+    y = link(u)
+    assert (y.diff(dim=0) > 0).all()                 # strictly increasing, every neuron
+    assert torch.allclose(link(torch.zeros(1, 6)), torch.zeros(1, 6), atol=1e-6)
+    assert (link.inverse(y) - u).abs().max() < 1e-3
+
+
+def test_plane_readout_with_a_monotone_link_keeps_its_coordinates():
+    torch.manual_seed(0)
+    readout = PlaneReadout(3, 30, link="monotone")
+    z = 2.0 * torch.randn(16, 40, 3)
+    assert (readout(z) - (z @ readout.weight.T + readout.bias)).abs().max() < 0.1  # ~affine
+    with torch.no_grad():
+        for p in readout.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    log_rates = readout(z)
+    assert (readout.inverse(log_rates) - z).abs().max() < 1e-3
+    bend = readout._bend(z)
+    assert torch.allclose(readout.log_penalty(z, log_rates),
+                          -0.5 * readout.bend_precision * bend.pow(2).sum((-2, -1)))
+    with pytest.raises(ValueError, match="link must be one of identity, monotone"):
+        PlaneReadout(3, 30, link="tanh")
 
 
 @pytest.mark.parametrize("readout", [FlowReadout, ResidualFlowReadout, PlaneReadout])
