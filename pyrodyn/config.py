@@ -39,9 +39,10 @@ class RunConfig:
     flow_layers: int = 2          # coupling layers of the flow readout (0: the learned lift
                                   # alone, an affine map)
     bend_precision: float = 0.5   # the plane readout's prior precision on its bend
-    # the plane readout's per-neuron link: "identity" (log-rates affine in the latents but for
-    # the bend) or "monotone" (a learned increasing map per neuron, a linear-nonlinear neuron)
-    readout_link: str = "identity"
+    # the plane readout's per-neuron link: "monotone" (a learned increasing map per neuron, a
+    # linear-nonlinear neuron; README (f)) or "identity" (log-rates affine in the latents but
+    # for the bend)
+    readout_link: str = "monotone"
     likelihood: str = "poisson"
     inferred_input_dim: int = 0
     input_scale: float = 0.1      # scale of the inferred inputs' AR(1) prior

@@ -51,8 +51,9 @@ def test_the_recipe_has_a_stochastic_path_and_null_gives_the_ode_back():
     assert model.noise_df() is None  # Gaussian innovations; Student-t where asked
     student, _ = build_run(RunConfig.from_sources(overrides=["noise_df=4"]), data)
     assert "log_df" in dict(student.diffusion.named_parameters())
-    linked, _ = build_run(RunConfig.from_sources(overrides=["readout_link=monotone"]), data)
-    assert linked.readout.link is not None and model.readout.link is None
+    assert model.readout.link is not None  # a monotone link per neuron (README (f))
+    unlinked, _ = build_run(RunConfig.from_sources(overrides=["readout_link=identity"]), data)
+    assert unlinked.readout.link is None
     with pytest.raises(ValueError, match="readout_link must be one of identity, monotone"):
         RunConfig(readout_link="tanh")
 

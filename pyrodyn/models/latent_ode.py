@@ -48,7 +48,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         latent_dim: dimension D of the latent state.
         field: "mlp" (default), "linear", "low_rank", "gru" (discrete baseline) or a
             ``VectorField`` taking ``external_input_dim + inferred_input_dim`` inputs.
-        readout: "plane" (default: affine coordinates, rates bent off the plane), "flow"
+        readout: "plane" (default: affine coordinates, rates bent off the plane; the recipe
+            adds a monotone link per neuron, ``PlaneReadout(D, N, link="monotone")``), "flow"
             (injective normalizing flow), "affine", "residual_flow", "mlp" or a ``Readout``.
         likelihood: "poisson" (default), "negative_binomial", "gaussian" or a ``Likelihood``.
         external_input_dim: channels of known inputs passed as ``inputs=``.
