@@ -299,7 +299,7 @@ class PlaneReadout(Readout):
         if self.link is None:  # the bend is what the affine part leaves
             bend = log_rates - (z @ self.weight.T + self.bias)
         else:
-            last = getattr(self, "_last_bend", None)
+            last, self._last_bend = getattr(self, "_last_bend", None), None
             bend = last[1] if last is not None and last[0] is log_rates else self._bend(z)
         return -0.5 * self.bend_precision * bend.pow(2).sum((-2, -1))
 

@@ -90,9 +90,9 @@ def test_plane_readout_with_a_monotone_link_keeps_its_coordinates():
             p.add_(0.3 * torch.randn_like(p))
     log_rates = readout(z)
     assert (readout.inverse(log_rates) - z).abs().max() < 1e-3
-    bend = readout._bend(z)
-    assert torch.allclose(readout.log_penalty(z, log_rates),
-                          -0.5 * readout.bend_precision * bend.pow(2).sum((-2, -1)))
+    expected = -0.5 * readout.bend_precision * readout._bend(z).pow(2).sum((-2, -1))
+    assert torch.allclose(readout.log_penalty(z, log_rates), expected)   # the forward's bend
+    assert torch.allclose(readout.log_penalty(z, log_rates.clone()), expected)  # recomputed
     with pytest.raises(ValueError, match="link must be one of identity, monotone"):
         PlaneReadout(3, 30, link="tanh")
 
