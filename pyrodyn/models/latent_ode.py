@@ -138,9 +138,6 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         """Latent trajectories (..., trial, time, latent) from z0 (..., trial, latent)."""
         return self.solver(self.field, z0, n_bins, inputs)
 
-    def log_rates(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.readout(latents)
-
     def _field_inputs(self, external, inferred):
         if external is None:
             return inferred
@@ -174,8 +171,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
                         scale=self.input_scale, device=z0.device))
                 latents = self.trajectory(z0, n_bins, self._field_inputs(inputs, inferred))
             record(sites.LATENTS, latents, event_dim=2)
-            output = self.log_rates(latents)
-            penalty = self.readout.log_penalty(latents, output)
+            output, penalty = self.readout.with_penalty(latents)
             if penalty is not None:  # a prior on the readout's shape, per trial
                 pyro.factor(sites.READOUT_PENALTY, penalty)
             record(sites.RATES, self.likelihood.mean(output), event_dim=2)
