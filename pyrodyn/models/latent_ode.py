@@ -171,7 +171,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
                         scale=self.input_scale, device=z0.device))
                 latents = self.trajectory(z0, n_bins, self._field_inputs(inputs, inferred))
             record(sites.LATENTS, latents, event_dim=2)
-            output, penalty = self.readout.with_penalty(latents)
+            output = self.readout(latents)
+            penalty = self.readout.log_penalty(latents, output)
             if penalty is not None:  # a prior on the readout's shape, per trial
                 pyro.factor(sites.READOUT_PENALTY, penalty)
             record(sites.RATES, self.likelihood.mean(output), event_dim=2)

@@ -273,7 +273,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
             rates = []
             for area, z in self.field.split(latents).items():
                 record(area_site(sites.LATENTS, area), z, event_dim=2)
-                output, penalty = self.readouts[area].with_penalty(z)
+                output = self.readouts[area](z)
+                penalty = self.readouts[area].log_penalty(z, output)
                 if penalty is not None:  # a prior on the readout's shape, per trial
                     pyro.factor(area_site(sites.READOUT_PENALTY, area), penalty)
                 rates.append(self.likelihoods[area].mean(output))

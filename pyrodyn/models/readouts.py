@@ -53,12 +53,6 @@ class Readout(nn.Module):
         """Per-trial log-prior of this readout's shape given its own output; None: none."""
         return None
 
-    def with_penalty(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(self(z), self.log_penalty(z, self(z)))`` with one forward pass: what a model
-        scores. Readouts whose penalty reuses part of the forward pass override it."""
-        log_rates = self(z)
-        return log_rates, self.log_penalty(z, log_rates)
-
     def init_bias(self, mean_counts: torch.Tensor) -> None:
         """Starts each neuron at its mean count per bin, so training begins at the null model."""
         with torch.no_grad():
@@ -290,25 +284,17 @@ class PlaneReadout(Readout):
         return bend - (bend @ basis) @ basis.T               # off the plane only
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.with_penalty(z, penalty=False)[0]
-
-    def with_penalty(self, z: torch.Tensor, *, penalty: bool = True
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-rates and the bend prior's per-trial log density from one pass of the MLP."""
-        bend = self._bend(z)
-        inner = z @ self.weight.T + bend
-        log_rates = (inner if self.link is None else self.link(inner)) + self.bias
-        return log_rates, self._bend_log_prior(bend) if penalty else None
+        inner = z @ self.weight.T + self._bend(z)
+        return (inner if self.link is None else self.link(inner)) + self.bias
 
     def log_penalty(self, z: torch.Tensor, log_rates: torch.Tensor) -> torch.Tensor:
         """A weak Gaussian prior on the bend (before the link), summed over (time, neuron):
         among planes that fit equally well it prefers the one the log-rates vary in most,
         their principal plane."""
         if self.link is None:  # the bend is what the affine part leaves: no MLP pass
-            return self._bend_log_prior(log_rates - (z @ self.weight.T + self.bias))
-        return self._bend_log_prior(self._bend(z))
-
-    def _bend_log_prior(self, bend: torch.Tensor) -> torch.Tensor:
+            bend = log_rates - (z @ self.weight.T + self.bias)
+        else:  # behind the link it is not: the MLP again (the forward's hooks stay in force)
+            bend = self._bend(z)
         return -0.5 * self.bend_precision * bend.pow(2).sum((-2, -1))
 
     def inverse(self, log_rates: torch.Tensor) -> torch.Tensor:
