@@ -311,7 +311,8 @@ def _select(args: argparse.Namespace) -> None:
     from .selection import parse_latent_dims, select
 
     config = RunConfig.from_sources(args.config, args.set, seed=args.seed)
-    readouts = [r.strip() for r in args.readouts.split(",") if r.strip()]  # checked by select
+    readouts = (None if args.readouts is None  # checked by select
+                else [r.strip() for r in args.readouts.split(",") if r.strip()])
     data = _with_split(_load_data(args), config.seed)
     selection = select(data, latent_dims=parse_latent_dims(args.latent_dims),
                        readouts=readouts, config=config, budget=args.budget,
@@ -595,8 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--out", required=True, help="folder for selection.csv/.md/.png and "
                                                   "selected.yaml")
     sel.add_argument("--latent-dims", default="1-8", help="e.g. 1-8 or 2,3,5 (default 1-8)")
-    sel.add_argument("--readouts", default="affine,flow",
-                     help="comma-separated (default affine,flow)")
+    sel.add_argument("--readouts",
+                     help="comma-separated, e.g. affine,plane,flow (default: the config's "
+                          "readout, the one a plain fit uses)")
     sel.add_argument("--budget", type=float, help="seconds of fitting for the whole ladder "
                                                   "and the refits (default: the recipe for "
                                                   "each)")

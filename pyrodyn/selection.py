@@ -174,14 +174,15 @@ def parse_latent_dims(text: str) -> list[int]:
 
 
 def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8),
-           readouts: Sequence[str] = ("affine", "flow"), config: RunConfig | None = None,
+           readouts: Sequence[str] | None = None, config: RunConfig | None = None,
            budget: float | None = None, num_particles: int = 32, refits: int = 1,
            keep_models: bool = False) -> Selection:
     """Fits every (latent dimensionality, readout) pair with ``config``'s recipe on the
     training trials of ``data`` and chooses by held-out evidence on its validation trials.
 
     Args:
-        latent_dims, readouts: the ladder.
+        latent_dims, readouts: the ladder (readouts default to ``config.readout``, the one
+            a plain fit uses).
         config: the recipe (default ``RunConfig()``); its ``latent_dim`` and ``readout`` are
             replaced by each candidate's.
         budget: seconds of fitting for the whole ladder and the refits, shared equally, each
@@ -197,6 +198,7 @@ def select(data: SpikeData, *, latent_dims: Sequence[int] = (1, 2, 3, 4, 5, 6, 7
             data cannot take (all checked before the first fit).
     """
     config = config or RunConfig()
+    readouts = [config.readout] if readouts is None else readouts
     if data.split is None or not (data.split == "valid").any():
         raise ValueError("data: select needs validation trials to score the candidates on "
                          "(SpikeData.with_split(valid=0.15, ...))")

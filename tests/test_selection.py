@@ -78,9 +78,10 @@ def test_select_command_writes_the_table_plot_and_config(tmp_path, capsys):
     save(data.with_split(valid=0.25, test=0.25, seed=0), tmp_path / "d.npz")
     overrides = [f"{k}={v}" for k, v in FAST.items() if k not in ("curriculum",
                                                                     "progress_every")]
+    # no --readouts: the config's readout, the one a plain fit would use
     code = cli.main(["select", str(tmp_path / "d.npz"), "--out", str(tmp_path / "sel"),
-                     "--latent-dims", "1-2", "--readouts", "affine", "--num-particles", "4",
-                     "--set", *overrides])
+                     "--latent-dims", "1-2", "--num-particles", "4",
+                     "--set", "readout=affine", *overrides])
     assert code == 0
     for name in ("selection.csv", "selection.md", "selection.png", "selected.yaml"):
         assert (tmp_path / "sel" / name).is_file()
