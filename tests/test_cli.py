@@ -28,10 +28,23 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys):
+def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
     import json
 
     import arviz as az
+    import torch
+
+    import pyrodyn.inference
+
+    # the recipe's thread count holds for scoring too, and the caller's comes back after
+    evaluate, threads_seen = pyrodyn.inference.evaluate, []
+
+    def counting_evaluate(*args, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(pyrodyn.inference, "evaluate", counting_evaluate)
+    torch.set_num_threads(2)
 
     data_path = tmp_path / "lorenz.npz"
     assert main(["simulate", "lorenz", "--out", str(data_path), "--n-trials", "20",
@@ -41,6 +54,8 @@ def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys):
                  "--readout", "affine", "--set", "batch_size=6", "--set", "curriculum=null",
                  "--set", "eval_every=3", "--quiet"])
     assert code == 0
+    assert threads_seen and set(threads_seen) == {1} and torch.get_num_threads() == 2
+    torch.set_num_threads(1)
     for name in ("config.yaml", "checkpoint.pt", "model.pt", "losses.json", "metrics.json"):
         assert (run / name).is_file(), name
     losses = json.loads((run / "losses.json").read_text())
