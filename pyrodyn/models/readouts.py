@@ -288,14 +288,16 @@ class PlaneReadout(Readout):
         return (inner if self.link is None else self.link(inner)) + self.bias
 
     def log_penalty(self, z: torch.Tensor, log_rates: torch.Tensor) -> torch.Tensor:
-        """A weak Gaussian prior on the bend (before the link), summed over (time, neuron):
-        among planes that fit equally well it prefers the one the log-rates vary in most,
-        their principal plane."""
-        if self.link is None:  # the bend is what the affine part leaves: no MLP pass
-            bend = log_rates - (z @ self.weight.T + self.bias)
-        else:  # behind the link it is not: the MLP again (the forward's hooks stay in force)
-            bend = self._bend(z)
-        return -0.5 * self.bend_precision * bend.pow(2).sum((-2, -1))
+        """A weak Gaussian prior on the bend, summed over (time, neuron): among planes that
+        fit equally well it prefers the one the log-rates vary in most, their principal plane.
+
+        The bend is measured in log-rates, as what the plane's own neurons (``b + g(W z)``)
+        leave: measured before the link it would shrink as the link's slope grows and ``W``
+        shrinks, a free trade that would let the readout escape its prior."""
+        plane = z @ self.weight.T
+        if self.link is not None:
+            plane = self.link(plane)
+        return -0.5 * self.bend_precision * (log_rates - plane - self.bias).pow(2).sum((-2, -1))
 
     def inverse(self, log_rates: torch.Tensor) -> torch.Tensor:
         """Latent states whose log-rates these are (exact for points in the image)."""

@@ -90,8 +90,16 @@ def test_plane_readout_with_a_monotone_link_keeps_its_coordinates():
             p.add_(0.3 * torch.randn_like(p))
     log_rates = readout(z)
     assert (readout.inverse(log_rates) - z).abs().max() < 1e-3
-    expected = -0.5 * readout.bend_precision * readout._bend(z).pow(2).sum((-2, -1))
+    # the bend prior measures the bend in log-rates, after the link: what the plane's own
+    # linear-nonlinear neurons leave (zero when the bend is)
+    plane_only = readout.link(z @ readout.weight.T) + readout.bias
+    expected = -0.5 * readout.bend_precision * (log_rates - plane_only).pow(2).sum((-2, -1))
     assert torch.allclose(readout.log_penalty(z, log_rates), expected)
+    assert (expected < 0).all()
+    with torch.no_grad():
+        readout.net[-1].weight.zero_()
+        readout.net[-1].bias.zero_()
+    assert torch.allclose(readout.log_penalty(z, readout(z)), torch.zeros(16), atol=1e-6)
     with pytest.raises(ValueError, match="link must be one of identity, monotone"):
         PlaneReadout(3, 30, link="tanh")
 
