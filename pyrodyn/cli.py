@@ -252,7 +252,6 @@ def _fit(args: argparse.Namespace) -> None:
 
         # the same seeded split _fit_run makes (and records) when the file has none
         selection = select(_with_split(data, config.seed), latent_dims=range(1, 9),
-                           readouts=[config.readout],
                            config=config, budget=args.budget)
         print(selection.markdown())
         print(f"--latent-dim auto: chose {selection.chosen.latent_dim} latent dimensions")
