@@ -35,6 +35,7 @@ def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
     import torch
 
     import pyrodyn.inference
+    from pyrodyn._isolation import torch_threads
 
     # the recipe's thread count holds for scoring too, and the caller's comes back after
     evaluate, threads_seen = pyrodyn.inference.evaluate, []
@@ -44,18 +45,18 @@ def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
         return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(pyrodyn.inference, "evaluate", counting_evaluate)
-    torch.set_num_threads(2)
 
     data_path = tmp_path / "lorenz.npz"
     assert main(["simulate", "lorenz", "--out", str(data_path), "--n-trials", "20",
                  "--n-bins", "15", "--n-neurons", "8", "--heldout", "2"]) == 0
     run = tmp_path / "run"
-    code = main(["fit", str(data_path), "--out", str(run), "--steps", "6", "--latent-dim", "2",
-                 "--readout", "affine", "--set", "batch_size=6", "--set", "curriculum=null",
-                 "--set", "eval_every=3", "--quiet"])
+    with torch_threads(2):  # a caller's count other than the recipe's, given back after
+        code = main(["fit", str(data_path), "--out", str(run), "--steps", "6", "--latent-dim",
+                     "2", "--readout", "affine", "--set", "batch_size=6", "--set",
+                     "curriculum=null", "--set", "eval_every=3", "--quiet"])
+        threads_after = torch.get_num_threads()
     assert code == 0
-    assert threads_seen and set(threads_seen) == {1} and torch.get_num_threads() == 2
-    torch.set_num_threads(1)
+    assert threads_seen and set(threads_seen) == {1} and threads_after == 2
     for name in ("config.yaml", "checkpoint.pt", "model.pt", "losses.json", "metrics.json"):
         assert (run / name).is_file(), name
     losses = json.loads((run / "losses.json").read_text())
