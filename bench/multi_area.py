@@ -31,7 +31,8 @@ from pyrodyn.inference import evaluate, fit, posterior
 SYSTEMS = ("two_area", "three_area_chain", "bidirectional_pair")
 MODELS = ("multi_area", "pooled")
 # 2 latents per area (each area is a 2-d oscillator); the pooled model gets as many in total.
-CONFIG = RunConfig(latent_dim=2, hidden=64, steps=1500, kl_warmup=500, curriculum=[10, 500])
+CONFIG = RunConfig(latent_dim=2, hidden=64, steps=1500, batch_size=256, kl_warmup=500,
+                   curriculum=[10, 500])  # the recipe of the README's (d) figures
 
 
 def area_state_r2(data_train, data_test, latents_train, latents_test, area_columns) -> dict:

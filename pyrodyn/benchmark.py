@@ -111,18 +111,20 @@ PRESETS = {
 # --------------------------------------------------------------------- pyrodyn's methods
 def pyrodyn_method(**config: Any) -> Method:
     """A method from ``RunConfig`` options (e.g. ``readout="affine"``), latent dimension set to
-    the system's; ``steps``/``time_budget`` come from the preset unless given. At the recipe's
-    step count the recipe's schedules are kept; at other counts KL warm-up and curriculum span
-    the first half. Posteriors are refined per trial as the recipe does (``refine_steps``)."""
+    the system's; ``steps``/``time_budget`` come from the preset unless given (``steps=None``:
+    the recipe's plan). Fits shorter than twice the recipe's KL warm-up have their KL warm-up and
+    curriculum span their first half; longer ones keep the recipe's. Posteriors are refined
+    per trial as the recipe does (``refine_steps``)."""
 
-    def method(train: SpikeData, valid: SpikeData, seed: int, *, steps: int = 600,
+    def method(train: SpikeData, valid: SpikeData, seed: int, *, steps: int | None = 600,
                time_budget: float | None = None) -> FittedMethod:
         from .config import RunConfig, build_run
         from .inference import fit, posterior
 
         dim = train.truth.latents.shape[-1]
-        schedule = {} if steps == RunConfig.steps else {"kl_warmup": steps // 2,
-                                                        "curriculum": [10, steps // 2]}
+        recipe = RunConfig()
+        short = steps is not None and steps < 2 * recipe.kl_warmup  # e.g. the presets' 600
+        schedule = {"kl_warmup": steps // 2, "curriculum": [10, steps // 2]} if short else {}
         options = {"steps": steps, "time_budget": time_budget, **schedule, **config,
                    "seed": seed, "latent_dim": dim}
         run = RunConfig(**options)

@@ -588,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--readout", choices=list(READOUTS))
     fit.add_argument("--guide", choices=["normal", "flow", "map", "per_trial_normal",
                                          "per_trial_map"])
-    fit.add_argument("--steps", type=int)
+    fit.add_argument("--steps", type=int, help="optimizer steps (default: planned from the "
+                                               "trials' length, 3000 for 100 bins)")
     fit.add_argument("--device")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--budget", type=float,
@@ -665,8 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="+",
                        choices=["node_flow", "node_plane", "node_affine", "gru"])
     bench.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
-    bench.add_argument("--steps", type=int, help="steps per fit (the recipe's 1500 keeps its "
-                                                 "schedules)")
+    bench.add_argument("--steps", type=int, help="steps per fit (default: the preset's; 1400 "
+                                                 "or more keep the recipe's schedules)")
     bench.add_argument("--budget", type=float, help="seconds of fitting per cell")
     bench.add_argument("--workers", type=int, default=1, help="parallel fits (1 thread each)")
     bench.set_defaults(run=_benchmark)

@@ -67,9 +67,11 @@ class RunConfig:
     # GRU units per direction. 32, not 64, since 2026-12-06: the encoder was half of every
     # training step, and 32 gave the same accuracy on Lorenz and two_area (README (c)).
     encoder_hidden: int = 32
-    # fit
-    steps: int = 1500
-    batch_size: int = 256
+    # fit: 128 trials per step and steps planned from the trials' length (``planned_steps``:
+    # 3000 at 100 bins), since 2026-12-06; 256 x 1500 was less accurate and less well calibrated
+    # at the same passes over the data (README (f), calibration)
+    steps: int | None = None
+    batch_size: int = 128
     lr: float = 1e-2
     lr_final: float = 0.1
     weight_decay: float = 1e-5

@@ -27,7 +27,7 @@ from .guides import (
     trial_plate,
 )
 from .laplace import ParameterPosterior, parameter_laplace
-from .options import FitOptions
+from .options import FitOptions, planned_steps
 from .posterior import Posterior, iter_posterior, posterior, posterior_means
 from .refine import LocalGuide, refine
 from .state import initialize_guide, load_state, read_state, save_state, write_state
@@ -36,7 +36,8 @@ from .svi import FitInterrupted, FitResult, fit, make_elbo
 from .traces import apply_parameter_draw, model_args, replay
 
 __all__ = [
-    "fit", "FitResult", "FitOptions", "FitInterrupted", "make_elbo", "model_args", "replay",
+    "fit", "FitResult", "FitOptions", "planned_steps", "FitInterrupted", "make_elbo",
+    "model_args", "replay",
     "posterior", "iter_posterior", "posterior_means", "write_posterior", "Posterior",
     "to_inference_data", "refine", "LocalGuide",
     "ParameterPosterior", "parameter_laplace", "apply_parameter_draw",

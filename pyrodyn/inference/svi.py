@@ -69,7 +69,7 @@ from ..models.paths import shared_drift
 from ..models.readouts import FlowReadout
 from . import distributed
 from .guides import AmortizedGuide, per_trial_trials, trial_plate
-from .options import FitOptions
+from .options import FitOptions, planned_steps
 from .schedules import exponential_decay
 from .state import read_state, write_state
 from .traces import model_args, replay
@@ -202,7 +202,9 @@ def fit(
             SIGINT or SIGTERM stopped the fit at a step boundary, checkpoint saved.
     """
     o = (options or FitOptions()).replace(**changes)
-    o = o.replace(batch_size=min(o.batch_size, train.n_trials))
+    o = o.replace(batch_size=min(o.batch_size, train.n_trials),
+                  steps=planned_steps(train.n_bins, len(getattr(model, "areas", [None])))
+                  if o.steps is None else o.steps)
     _check_call(model, guide, train, valid)
     _follow_minibatches(guide)
     if o.budget is not None and scheduler is not None:

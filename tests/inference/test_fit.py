@@ -112,6 +112,21 @@ def test_time_budget_stops_and_resume_finishes(data, tmp_path):
     assert result.steps == 12 and result.stop_reason == "steps"
 
 
+def test_steps_none_plans_from_the_trials_length(data, monkeypatch):
+    from pyrodyn.inference import options, planned_steps
+
+    assert planned_steps(100) == 3000 and planned_steps(70) == 4286  # the recipe's figures
+    assert planned_steps(10) == 6000 and planned_steps(1000) == 1500  # and its bounds
+    assert planned_steps(100, n_areas=2) == 1500
+    monkeypatch.setattr(options, "PLANNED_BIN_STEPS", 6 * data.n_bins)  # 6 steps, to run fast
+    monkeypatch.setattr(options, "PLANNED_RANGE", (1, 100))
+    model, g = build()
+    result = fit(model, g, data, **{**OPTIONS, "steps": None})
+    assert result.steps == 6 and result.stop_reason == "steps"
+    with pytest.raises(ValueError, match="steps: must be >= 1"):
+        fit(model, g, data, **{**OPTIONS, "steps": 0})
+
+
 def test_budget_runs_the_schedule_on_the_clock(data, tmp_path):
     """A budgeted fit steps until the budget is spent, however many ``steps`` say, ends
     annealed (the learning rate at its final value, validated at its last step) and resumes."""
