@@ -36,7 +36,7 @@ def planned_steps(n_bins: int, n_areas: int = 1) -> int:
     1500 and 6000 (3000 for 100-bin trials, 4286 for 70, 1500 for two areas of 100 bins).
     Shorter trials carry less of the dynamics per step: on a 10-neuron, 70-bin Lorenz set 3000
     steps left rate R2 at 0.93 where 4300 reached 0.95 (README (f)). A multi-area step costs
-    about one single-area step per area, so those fits take as long as before."""
+    about one single-area step per area, so those fits take no longer than before."""
     low, high = PLANNED_RANGE
     return int(min(high, max(low, round(PLANNED_BIN_STEPS / (n_bins * n_areas)))))
 
