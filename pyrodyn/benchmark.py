@@ -122,8 +122,7 @@ def pyrodyn_method(**config: Any) -> Method:
         from .inference import fit, posterior
 
         dim = train.truth.latents.shape[-1]
-        recipe = RunConfig()
-        short = steps is not None and steps < 2 * recipe.kl_warmup  # e.g. the presets' 600
+        short = steps is not None and steps < 2 * RunConfig.kl_warmup  # e.g. the presets' 600
         schedule = {"kl_warmup": steps // 2, "curriculum": [10, steps // 2]} if short else {}
         options = {"steps": steps, "time_budget": time_budget, **schedule, **config,
                    "seed": seed, "latent_dim": dim}
