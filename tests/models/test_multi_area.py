@@ -197,3 +197,17 @@ def test_refinement_covers_every_area():
     assert set(local.locs) == {f"z0.{a}" for a in AREAS["two"]}
     trace = poutine.trace(local).get_trace(**kwargs)
     assert trace.nodes["z0.A"]["value"].shape == (B, 2)
+
+
+def test_fit_plans_half_the_steps_for_two_areas(monkeypatch):
+    """``steps=None``: a two-area step costs about two single-area steps (``planned_steps``)."""
+    from pyrodyn.inference import fit, options
+
+    monkeypatch.setattr(options, "PLANNED_BIN_STEPS", 12 * T)  # 12 steps for one area
+    monkeypatch.setattr(options, "PLANNED_RANGE", (1, 100))
+    spikes = np.random.default_rng(0).poisson(1.5, (B, T, N))
+    data = SpikeData(spikes, neuron_area=["A", "B", "A", "B", "A", "B", "B"])
+    model = MultiAreaModel.from_data(data, 2)
+    result = fit(model, build_guide("normal", model), data, steps=None, batch_size=B,
+                 progress=False)
+    assert result.steps == 6
