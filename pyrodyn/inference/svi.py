@@ -202,9 +202,9 @@ def fit(
             SIGINT or SIGTERM stopped the fit at a step boundary, checkpoint saved.
     """
     o = (options or FitOptions()).replace(**changes)
-    o = o.replace(batch_size=min(o.batch_size, train.n_trials),
-                  steps=planned_steps(train.n_bins, len(getattr(model, "areas", [None])))
-                  if o.steps is None else o.steps)
+    if o.steps is None:  # the recipe's default: as many steps as the data's size calls for
+        o = o.replace(steps=planned_steps(train.n_bins, len(getattr(model, "areas", ())) or 1))
+    o = o.replace(batch_size=min(o.batch_size, train.n_trials))
     _check_call(model, guide, train, valid)
     _follow_minibatches(guide)
     if o.budget is not None and scheduler is not None:
