@@ -27,7 +27,7 @@ import torch
 from pyrodyn.analysis import apply_affine, coverage, fit_affine
 from pyrodyn.config import RunConfig, build_run
 from pyrodyn.data import synthetic
-from pyrodyn.inference import evaluate, fit, posterior
+from pyrodyn.inference import evaluate, fit, posterior, posterior_means
 
 
 def main(argv=None) -> dict:
@@ -60,8 +60,7 @@ def main(argv=None) -> dict:
     refine = config.refine_steps
     scores = evaluate(model, guide, train, test, refine_steps=refine,
                       forward_bins=args.forward_bins)
-    train_means = posterior(model, guide, train, num_samples=10,
-                            refine_steps=refine).mean("latents")
+    train_means = posterior_means(model, guide, train, refine_steps=refine)[0]
     post = posterior(model, guide, test, num_samples=args.num_samples, refine_steps=refine)
     levels = (0.5, 0.9)
     rates = coverage(post.draws["rates"], test.truth.rates, levels)

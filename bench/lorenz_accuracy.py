@@ -43,8 +43,7 @@ def run(*, embedding: str, readout: str, guide: str, steps: int, budget: float, 
     result = fit(model, posterior, train, valid=valid, options=config.fit_options(),
                  steps=steps, time_budget=budget, seed=seed, progress=False)
     wall = time.perf_counter() - start
-    scores = evaluate(model, posterior, train, test, num_samples=10,
-                      refine_steps=config.refine_steps)
+    scores = evaluate(model, posterior, train, test, refine_steps=config.refine_steps)
     # held-out evidence (what pyrodyn select compares): log p per test trial, its SE
     evidence = heldout_evidence(model, posterior, train, test, num_particles=32,
                                 refine_steps=config.refine_steps).summary()

@@ -26,7 +26,7 @@ import torch
 from pyrodyn.analysis import communication_summary, state_r2, true_communication_strengths
 from pyrodyn.config import RunConfig, build_run
 from pyrodyn.data import synthetic
-from pyrodyn.inference import evaluate, fit, posterior
+from pyrodyn.inference import evaluate, fit, posterior, posterior_means
 
 SYSTEMS = ("two_area", "three_area_chain", "bidirectional_pair")
 MODELS = ("multi_area", "pooled")
@@ -70,15 +70,15 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
     wall = time.perf_counter() - start
     # Posteriors refined per trial as the recipe does (``pyrodyn fit`` / ``posterior``).
     refine = config.refine_steps
-    scores = evaluate(model, guide, train, test, num_samples=10, refine_steps=refine)
-    post_train = posterior(model, guide, train, num_samples=10, refine_steps=refine)
+    scores = evaluate(model, guide, train, test, refine_steps=refine)
+    train_latents = posterior_means(model, guide, train, refine_steps=refine)[0]
     post_test = posterior(model, guide, test, num_samples=100, refine_steps=refine)
     if model_kind == "multi_area":
         offsets = np.cumsum([0] + [model.latent_dims[a] for a in areas])
         columns = {a: np.arange(offsets[i], offsets[i + 1]) for i, a in enumerate(areas)}
     else:
         columns = {a: np.arange(latent_dim) for a in areas}
-    per_area = area_state_r2(train, test, post_train.mean("latents"),
+    per_area = area_state_r2(train, test, train_latents,
                              post_test.mean("latents"), columns)
     row = dict(system=system, model=model_kind, seed=seed, steps=result.steps,
                fit_seconds=round(wall, 1),

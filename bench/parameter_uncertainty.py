@@ -22,7 +22,7 @@ import torch
 from pyrodyn import load
 from pyrodyn.analysis import communication_summary, reliability, true_communication_strengths
 from pyrodyn.cli import _load_run
-from pyrodyn.inference import parameter_laplace, posterior
+from pyrodyn.inference import parameter_laplace, posterior, posterior_means
 from pyrodyn.models import MultiAreaModel
 
 
@@ -34,8 +34,8 @@ def measure(run_dir: Path, data_path: Path, *, num_samples: int, prior_precision
     laplace = parameter_laplace(model, guide, train, prior_precision=prior_precision,
                                 seed=config.seed)
     row = {"run": str(run_dir), "laplace_seconds": round(time.perf_counter() - start, 1)}
-    train_latents = posterior(model, guide, train, num_samples=10, parameter_draws=False,
-                              refine_steps=config.refine_steps).mean("latents")
+    train_latents = posterior_means(model, guide, train, parameter_draws=False,
+                                    refine_steps=config.refine_steps)[0]
     truth = test.truth
     for name, use in (("point", None), ("laplace", laplace)):
         model.parameter_posterior = use

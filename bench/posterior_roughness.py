@@ -24,7 +24,7 @@ import torch
 from pyrodyn.analysis import apply_affine, coverage, fit_affine
 from pyrodyn.cli import _load_run
 from pyrodyn.data import io
-from pyrodyn.inference import posterior
+from pyrodyn.inference import posterior, posterior_means
 
 
 def lag1(x: np.ndarray, axis: int) -> float:
@@ -44,9 +44,9 @@ def main(argv=None) -> None:
     config, model, guide, data = _load_run(Path(args.run), io.load(args.data))
     train, test = data.select("train"), data.select("test")
     refine = config.refine_steps
-    train_means = posterior(model, guide, train, num_samples=10, refine_steps=refine)
+    train_means = posterior_means(model, guide, train, refine_steps=refine)[0]
     post = posterior(model, guide, test, num_samples=args.num_samples, refine_steps=refine)
-    affine = fit_affine(train_means.mean("latents"), train.truth.latents)
+    affine = fit_affine(train_means, train.truth.latents)
     draws = apply_affine(post.draws["latents"], affine)  # (sample, trial, time, dim)
     truth = test.truth.latents
     print("latents", coverage(draws, truth, (0.5, 0.9)))

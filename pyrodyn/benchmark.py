@@ -119,7 +119,7 @@ def pyrodyn_method(**config: Any) -> Method:
     def method(train: SpikeData, valid: SpikeData, seed: int, *, steps: int | None = 600,
                time_budget: float | None = None) -> FittedMethod:
         from .config import RunConfig, build_run
-        from .inference import fit, posterior
+        from .inference import fit, posterior_means
 
         dim = train.truth.latents.shape[-1]
         short = steps is not None and steps < 2 * RunConfig.kl_warmup  # e.g. the presets' 600
@@ -131,16 +131,16 @@ def pyrodyn_method(**config: Any) -> Method:
         fit(model, guide, train, valid=valid, progress=False, options=run.fit_options())
         drawn: list[tuple[SpikeData, Any]] = []  # latents and rates of a split share draws
 
-        def draws(data: SpikeData):
-            for seen, post in drawn:
+        def means(data: SpikeData):
+            for seen, both in drawn:
                 if seen is data:
-                    return post
-            drawn.append((data, posterior(model, guide, data, num_samples=10,
-                                          refine_steps=run.refine_steps)))
+                    return both
+            drawn.append((data, posterior_means(model, guide, data,
+                                                refine_steps=run.refine_steps)))
             return drawn[-1][1]
 
-        return FittedMethod(latents=lambda data: draws(data).mean("latents"),
-                            rates=lambda data: draws(data).mean("rates"),
+        return FittedMethod(latents=lambda data: means(data)[0],
+                            rates=lambda data: means(data)[1],
                             field=model.field, discrete=model.field.discrete)
 
     return method

@@ -445,13 +445,15 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .inference import evaluate
+    from .inference import MEAN_SAMPLES, evaluate
 
     config, model, guide, data = _load_run(Path(args.run_dir), _load_data(args),
                                            args.model_class)
     train, split = _split_of(data, "train"), _split_of(data, args.split)
     refine_steps = _refine_steps(args, config)
-    scores = {args.split: evaluate(model, guide, train, split, num_samples=args.num_samples,
+    scores = {args.split: evaluate(model, guide, train, split,
+                                   num_samples=MEAN_SAMPLES if args.num_samples is None
+                                   else args.num_samples,
                                    refine_steps=refine_steps, forward_bins=args.forward_bins)}
     if split.truth is not None and args.coverage_samples:
         _write_reliability(model, guide, train, split, Path(args.run_dir), args.split,
@@ -464,7 +466,7 @@ def _calibration(model, guide, train, held, *, num_samples, refine_steps, levels
                  train_latents=None):
     """``analysis.reliability`` of the posterior of ``held`` against its ground truth."""
     from .analysis import reliability
-    from .inference import posterior
+    from .inference import posterior, posterior_means
 
     post = post or posterior(model, guide, held, num_samples=num_samples,
                              refine_steps=refine_steps)
@@ -473,8 +475,7 @@ def _calibration(model, guide, train, held, *, num_samples, refine_steps, levels
     latents = None
     if truth.latents is not None and train.truth is not None:
         if train_latents is None:
-            train_latents = posterior(model, guide, train, num_samples=10,
-                                      refine_steps=refine_steps).mean("latents")
+            train_latents = posterior_means(model, guide, train, refine_steps=refine_steps)[0]
         latents = (post.draws["latents"], truth.latents, train_latents, train.truth.latents)
     return reliability(rates, latents, levels)
 
@@ -698,7 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("data")
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    ev.add_argument("--num-samples", type=int, default=10)
+    ev.add_argument("--num-samples", type=int,
+                    help="posterior draws averaged into the scored means (default: 50)")
     ev.add_argument("--refine-steps", type=int, help=REFINE_HELP)
     ev.add_argument("--forward-bins", type=int, default=0,
                     help="also score the last K bins of each trial predicted from the bins "

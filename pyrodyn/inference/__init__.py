@@ -28,7 +28,7 @@ from .guides import (
 )
 from .laplace import ParameterPosterior, parameter_laplace
 from .options import FitOptions, planned_steps
-from .posterior import Posterior, iter_posterior, posterior, posterior_means
+from .posterior import MEAN_SAMPLES, Posterior, iter_posterior, posterior, posterior_means
 from .refine import LocalGuide, refine
 from .state import initialize_guide, load_state, read_state, save_state, write_state
 from .stream import write_posterior
@@ -38,7 +38,8 @@ from .traces import apply_parameter_draw, model_args, replay
 __all__ = [
     "fit", "FitResult", "FitOptions", "planned_steps", "FitInterrupted", "make_elbo",
     "model_args", "replay",
-    "posterior", "iter_posterior", "posterior_means", "write_posterior", "Posterior",
+    "posterior", "iter_posterior", "posterior_means", "MEAN_SAMPLES", "write_posterior",
+    "Posterior",
     "to_inference_data", "refine", "LocalGuide",
     "ParameterPosterior", "parameter_laplace", "apply_parameter_draw",
     "Evidence", "heldout_evidence", "importance_log_marginal", "forward_rates",

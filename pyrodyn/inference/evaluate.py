@@ -15,13 +15,13 @@ from ..analysis.metrics import bits_per_spike, mean_rates
 from ..analysis.scores import score_rates, score_states
 from ..data.spikes import SpikeData
 from .forecast import forward_rates
-from .posterior import posterior_means
+from .posterior import MEAN_SAMPLES, posterior_means
 
 __all__ = ["evaluate"]
 
 
-def evaluate(model, guide, train: SpikeData, test: SpikeData, *, num_samples: int = 10,
-             refine_steps: int = 0, device: str | None = None,
+def evaluate(model, guide, train: SpikeData, test: SpikeData, *,
+             num_samples: int = MEAN_SAMPLES, refine_steps: int = 0, device: str | None = None,
              train_latents: np.ndarray | None = None, fp_starts: int = 500,
              forward_bins: int = 0) -> dict[str, float]:
     """Metrics of the posterior-mean rates on ``test`` trials.

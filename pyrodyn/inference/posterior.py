@@ -43,7 +43,7 @@ from .guides import per_trial_trials
 from .refine import refine
 from .traces import draw_parameters, model_args, model_device, replay
 
-__all__ = ["Posterior", "posterior", "iter_posterior", "posterior_means"]
+__all__ = ["Posterior", "posterior", "iter_posterior", "posterior_means", "MEAN_SAMPLES"]
 
 
 @dataclass
@@ -227,8 +227,19 @@ def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *,
     return out
 
 
-def posterior_means(model, guide, data: SpikeData, *, num_samples: int = 10,
+# Draws averaged into a posterior mean. A mean of n draws carries Monte Carlo noise of 1/n of the
+# posterior's variance, and that noise counts against every score of the mean: on a 10-neuron
+# Lorenz fit 10 draws cost state R2 0.003 and rate R2 0.004 against 50 (README (f)).
+MEAN_SAMPLES = 50
+
+
+def posterior_means(model, guide, data: SpikeData, *, num_samples: int = MEAN_SAMPLES,
                     **options) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior mean latents (trial, time, latent) and rates (trial, time, neuron)."""
-    post = posterior(model, guide, data, num_samples=num_samples, **options)
-    return post.mean(sites.LATENTS), post.mean(sites.RATES)
+    """Posterior mean latents (trial, time, latent) and rates (trial, time, neuron), averaged
+    one batch of trials at a time (``iter_posterior``'s options), so memory does not grow
+    with ``num_samples``."""
+    latents, rates = [], []
+    for part in iter_posterior(model, guide, data, num_samples=num_samples, **options):
+        latents.append(part.mean(sites.LATENTS))
+        rates.append(part.mean(sites.RATES))
+    return np.concatenate(latents), np.concatenate(rates)

@@ -48,6 +48,16 @@ def test_draw_shapes_and_batching(fitted, post):
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
 
 
+def test_posterior_means_average_batch_by_batch_the_same_draws(fitted):
+    data, model, guide = fitted
+    test = data.select("test")
+    latents, rates = posterior_means(model, guide, test, num_samples=7, batch_size=3)
+    whole = posterior(model, guide, test, num_samples=7, batch_size=3)
+    assert latents.shape == (8, 25, 3) and rates.shape == (8, 25, 12)
+    np.testing.assert_allclose(latents, whole.mean("latents"), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(rates, whole.mean("rates"), rtol=1e-6, atol=1e-7)
+
+
 def test_posterior_predictive_is_not_the_observed_data(fitted, post):
     data, *_ = fitted
     test = data.select("test")
