@@ -181,7 +181,7 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
                for name in scored}
     runs.write_json(run_dir / "metrics.json", metrics)
     if isinstance(model, MultiAreaModel):
-        _write_communication(model, guide, data.select(scored[-1]), run_dir,
+        _write_communication(model, guide, train, data.select(scored[-1]), run_dir,
                              refine_steps=config.refine_steps)
     print(f"fitted {result.steps} steps in {result.elapsed:.0f} s ({result.stop_reason}); "
           f"wrote {run_dir}")
@@ -204,18 +204,28 @@ def _write_parameter_posterior(model, guide, train, run_dir: Path, config) -> No
           f"{time.perf_counter() - start:.0f} s; wrote {run_dir / 'parameters.pt'}")
 
 
-def _write_communication(model, guide, data, run_dir: Path, *, refine_steps: int) -> None:
+def _write_communication(model, guide, train, data, run_dir: Path, *,
+                         refine_steps: int) -> None:
     """Who drives whom in a multi-area fit: communication.json and communication.png, from the
-    recipe's (refined) posterior, as every other score of the fit."""
+    recipe's (refined) posterior, as every other score of the fit. With a stochastic path of
+    Gaussian noise, the strengths' intervals also carry how far the training trials pin each
+    channel's scale (``channel_scale_laplace``), unless the draws already carry a Laplace
+    posterior over the channels' weights (``parameter_prior``)."""
     from . import plots, runs
     from .analysis import communication_summary
-    from .inference import posterior
+    from .inference import channel_scale_laplace, posterior
 
+    scales = None
+    weights = getattr(model, "parameter_posterior", None)
+    if getattr(model, "diffusion", None) is not None and model.noise_df() is None \
+            and not (weights is not None and weights.channels):
+        scales = channel_scale_laplace(model, guide, train, refine_steps=refine_steps)
     summary = communication_summary(posterior(model, guide, data, num_samples=50,
-                                              refine_steps=refine_steps))
+                                              refine_steps=refine_steps), scales=scales)
     table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level,
                     "identified": c.identified,
-                    "source_from_target_r2": c.source_from_target_r2}
+                    "source_from_target_r2": c.source_from_target_r2,
+                    "scale_sd": None if scales is None else scales.sd(name)}
              for name, c in summary.items()}
     runs.write_json(run_dir / "communication.json", table)
     runs.save_figure(plots.plot_area_graph(summary), run_dir / "communication.png", dpi=120)

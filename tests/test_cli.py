@@ -112,6 +112,7 @@ def test_multi_area_fit_posterior_evaluate(tmp_path, capsys):
     assert "channel B<-A: strength" in printed and "channel A<-B: strength" in printed
     channels = json.loads((run / "communication.json").read_text())
     assert set(channels) == {"A<-B", "B<-A"}
+    assert channels["B<-A"]["scale_sd"] is None  # the weights' Laplace already widens them
     assert (run / "communication.png").is_file()
     assert "Laplace posterior over the readout gains, channels" in printed
     assert (run / "parameters.pt").is_file()  # posterior and evaluate draw the weights from it

@@ -26,7 +26,12 @@ from .guides import (
     per_trial_trials,
     trial_plate,
 )
-from .laplace import ParameterPosterior, parameter_laplace
+from .laplace import (
+    ChannelScales,
+    ParameterPosterior,
+    channel_scale_laplace,
+    parameter_laplace,
+)
 from .options import FitOptions, planned_steps
 from .posterior import MEAN_SAMPLES, Posterior, iter_posterior, posterior, posterior_means
 from .refine import LocalGuide, refine
@@ -42,6 +47,7 @@ __all__ = [
     "Posterior",
     "to_inference_data", "refine", "LocalGuide",
     "ParameterPosterior", "parameter_laplace", "apply_parameter_draw",
+    "ChannelScales", "channel_scale_laplace",
     "Evidence", "heldout_evidence", "importance_log_marginal", "forward_rates",
     "save_state", "load_state", "read_state", "write_state", "initialize_guide", "evaluate",
     "trial_plate", "per_trial_trials",

@@ -50,7 +50,7 @@ from ..models.paths import innovation_scales, previous_states, unit_fisher
 from ..models.readouts import Readout
 from .traces import apply_parameter_draw
 
-__all__ = ["ParameterPosterior", "parameter_laplace"]
+__all__ = ["ParameterPosterior", "parameter_laplace", "ChannelScales", "channel_scale_laplace"]
 
 
 @dataclass
@@ -264,3 +264,135 @@ def _channel_scale_tril(model, latents, inputs, scale, precision, *, marginal: b
     covariance = 0.5 * (covariance + covariance.T)
     shapes = {f"field.channels.{name}": tuple(d.shape) for name, d in deltas.items()}
     return shapes, torch.linalg.cholesky(covariance).cpu()
+
+
+@dataclass
+class ChannelScales:
+    """A Gaussian over each channel's scale ``a`` (its output times ``a``; 1 at the fit).
+
+    Attributes:
+        names: the channels ("B<-A"), in the order of ``covariance``'s rows.
+        covariance: (K, K) covariance of the scales.
+    """
+
+    names: list[str]
+    covariance: np.ndarray
+
+    def sd(self, name: str) -> float:
+        i = self.names.index(name)
+        return float(np.sqrt(self.covariance[i, i]))
+
+    def sample(self, num_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """name -> (num_samples,) draws of the scale."""
+        draws = np.random.default_rng(seed).multivariate_normal(
+            np.ones(len(self.names)), self.covariance, size=num_samples)
+        return {name: draws[:, i] for i, name in enumerate(self.names)}
+
+
+def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials: int = 256,
+                          prior_precision: float = 1.0, refine_steps: int = 0,
+                          seed: int = 0) -> ChannelScales:
+    """How far the data pin each channel's scale: the observed information of ``log p(spikes
+    | a)`` at ``a = 1``, by Louis' identity over the posterior's path draws.
+
+    The path's transition density scores a scale given the paths, but the paths are uncertain
+    too, and the information the data hold about ``a`` is the paths' (complete-data) information
+    less what their uncertainty takes away: ``I = sum over trials of E[-d2 log p(path | a)] -
+    Var[d log p(path | a)]``, both over each trial's draws (the first by Gauss-Newton). The
+    complete-data information alone (``parameter_laplace``'s curvature) is several times larger
+    where the channel's signal is small beside the path noise, and its intervals then miss the
+    truth (README (g), "How well do the data pin a channel's strength"). The areas' own fields
+    stay at the fit, so the scale is conditional on them.
+
+    Args:
+        data: the trials the model was fitted on (at most ``max_trials`` of them, chosen at
+            random, the information scaled up to all).
+        num_draws: path draws per trial (>= 2: the variance needs two).
+        prior_precision: a ``Normal(1, 1 / prior_precision)`` prior on each scale; it also
+            floors the information's eigenvalues.
+
+    Example (with a fitted multi-area ``model`` and ``guide``)::
+
+        scales = channel_scale_laplace(model, guide, data.select("train"), refine_steps=100)
+        summary = communication_summary(post, scales=scales)
+    """
+    from .posterior import posterior
+
+    channels = getattr(getattr(model, "field", None), "channels", None)
+    if not channels or getattr(model, "diffusion", None) is None \
+            or model.noise_df() is not None:
+        raise ValueError("model: channel_scale_laplace needs a multi-area model with a "
+                         "stochastic path of Gaussian noise (channels, a diffusion, no noise_df)")
+    if num_draws < 2 or max_trials < 1 or not prior_precision > 0:
+        raise ValueError(f"channel_scale_laplace: needs num_draws >= 2, max_trials >= 1 and "
+                         f"prior_precision > 0, got {num_draws}, {max_trials}, "
+                         f"{prior_precision}")
+    trials = np.arange(data.n_trials)
+    if trials.size > max_trials:
+        trials = np.sort(np.random.default_rng(seed).choice(trials, max_trials, replace=False))
+    subset = data.select(trials)
+    post = posterior(model, guide, subset, num_samples=num_draws, seed=seed,
+                     refine_steps=refine_steps, parameter_draws=False)
+    device = next(model.parameters()).device
+    latents = torch.as_tensor(post.draws[sites.LATENTS], device=device)
+    inputs = None if subset.inputs is None else torch.as_tensor(subset.inputs, device=device)
+    names = list(channels)
+    covariance = _scale_covariance(model, names, latents, inputs, data.n_trials / trials.size,
+                                   prior_precision)
+    return ChannelScales(names, covariance.double().cpu().numpy())
+
+
+@torch.no_grad()
+def _scale_covariance(model, names, latents, inputs, scale, precision):
+    """The scales' covariance from path draws (draw, trial, time, latent): Louis' identity,
+    the trials' information times ``scale``, plus the prior's ``precision``."""
+    score, gauss_newton = _scale_score_and_curvature(model, names, latents, inputs)
+    centred = score - score.mean(0)
+    missing = torch.einsum("dti,dtj->ij", centred, centred) / (latents.shape[0] - 1)
+    information = (gauss_newton.mean(0).sum(0) - missing) * scale
+    # the two terms are estimates: where their difference dips below zero, the data say nothing
+    values, vectors = torch.linalg.eigh(0.5 * (information + information.T))
+    values = values.clamp_min(0) + precision
+    return (vectors / values) @ vectors.T
+
+
+def _scale_score_and_curvature(model, names, latents, inputs):
+    """Per draw and trial: the score of the path's log-density in every channel's scale (draw,
+    trial, K) and its Gauss-Newton curvature (draw, trial, K, K)."""
+    field, solver = model.field, model.solver
+    noise, rho = model.noise_scale().detach(), model.noise_correlation()
+    rho = None if rho is None else rho.detach()
+    n_steps = latents.shape[-2] - 1
+    scales = innovation_scales(noise, rho, n_steps)
+    previous, following = latents[..., :-1, :], latents[..., 1:, :]
+    before = previous_states(latents[..., 0, :], previous)
+    u = None if inputs is None else inputs[:, :-1]
+    u_before = None if u is None else previous_states(u[..., 0, :], u)
+    keep = (torch.arange(n_steps, device=latents.device) > 0).to(latents.dtype).unsqueeze(-1)
+
+    def innovation(a):  # (draw, trial, time - 1, latent), in units of each step's scale
+        hooks = [field.channels[name].register_forward_hook(
+            lambda module, args, out, i=i: out * a[..., i, None, None]) for i, name in
+            enumerate(names)]
+        try:
+            noise_now = following - solver.step(field, previous, u)
+            if rho is not None:  # the first step's "before" is a stand-in: keep 0
+                noise_now = noise_now - rho * keep * (previous - solver.step(field, before,
+                                                                             u_before))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return noise_now / scales
+
+    ones = latents.new_ones(latents.shape[:2] + (len(names),))
+    columns = []
+    for i in range(len(names)):
+        tangent = torch.zeros_like(ones)
+        tangent[..., i] = 1
+        residual, column = torch.func.jvp(innovation, (ones,), (tangent,))
+        columns.append(column)
+    jac = torch.stack(columns, -1)  # (draw, trial, time - 1, latent, K)
+    # log p(path | a) = -sum residual^2 / 2 + const: its score and Gauss-Newton curvature
+    score = -torch.einsum("dtkl,dtkli->dti", residual, jac)
+    gauss_newton = torch.einsum("dtkli,dtklj->dtij", jac, jac)
+    return score, gauss_newton

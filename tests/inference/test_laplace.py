@@ -18,7 +18,14 @@ from pyrodyn.inference import (
     read_state,
     write_state,
 )
-from pyrodyn.inference.laplace import _channel_scale_tril, _readout_scale_tril
+from pyrodyn.inference.laplace import (
+    ChannelScales,
+    _channel_scale_tril,
+    _readout_scale_tril,
+    _scale_covariance,
+    _scale_score_and_curvature,
+    channel_scale_laplace,
+)
 from pyrodyn.models import LatentODEModel, MultiAreaModel
 from pyrodyn.models.likelihoods import PoissonLikelihood
 from pyrodyn.models.paths import MarkovPath
@@ -95,6 +102,62 @@ def test_channel_curvature_is_that_of_the_path_density(noise_tau, noise_df):
         jacobian = torch.autograd.functional.jacobian(innovations, torch.zeros(n))
         expected = torch.linalg.inv(2.0 * jacobian.T @ jacobian + torch.eye(n))
     torch.testing.assert_close(tril @ tril.T, expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("noise_tau", [None, 3.0], ids=["white", "correlated"])
+def test_scale_score_and_curvature_are_those_of_the_path_density(noise_tau):
+    """Per draw and trial, the score in each channel's scale is the derivative of
+    ``MarkovPath``'s log-density with the channel's output scaled, its curvature J'J."""
+    model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1,
+                           noise_tau=noise_tau)
+    with torch.no_grad():
+        for channel in model.field.channels.values():
+            channel.target.fill_(0.5)
+    _, latents = _two_area(False)
+    latents = latents[..., :6, :12, :] + 0.05 * torch.randn(3, 6, 12, 2)  # 3 draws, 6 trials
+    names = list(model.field.channels)
+    score, gauss_newton = _scale_score_and_curvature(model, names, latents, None)
+
+    def log_density_and_residual(a):
+        hooks = [model.field.channels[name].register_forward_hook(
+            lambda module, args, out, i=i: out * a[..., i, None, None])
+            for i, name in enumerate(names)]
+        prior = MarkovPath(latents[..., 0, :], model.transition, model.noise_scale(),
+                           latents.shape[-2] - 1, correlation=model.noise_correlation())
+        out = prior.log_prob(latents[..., 1:, :]), prior._residual(latents[..., 1:, :])
+        for hook in hooks:
+            hook.remove()
+        return out
+
+    a = torch.ones(3, 6, 2, requires_grad=True)
+    log_p, _ = log_density_and_residual(a)
+    (expected_score,) = torch.autograd.grad(log_p.sum(), a)
+    torch.testing.assert_close(score, expected_score, rtol=1e-4, atol=1e-4)
+    jacobian = torch.autograd.functional.jacobian(
+        lambda x: log_density_and_residual(x)[1], torch.ones(3, 6, 2))
+    per_entry = torch.einsum("dtkldti->dtkli", jacobian)  # each (draw, trial) its own scale
+    torch.testing.assert_close(gauss_newton, torch.einsum("dtkli,dtklj->dtij", per_entry,
+                                                          per_entry), rtol=1e-4, atol=1e-4)
+
+
+def test_uncertain_paths_take_information_about_the_scales_away():
+    """Louis' identity: identical draws give the paths' whole (complete-data) information;
+    draws that disagree give less, so the scales' intervals widen."""
+    model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1)
+    with torch.no_grad():
+        for channel in model.field.channels.values():
+            channel.target.fill_(0.5)
+    _, latents = _two_area(False)
+    names = list(model.field.channels)
+    certain = latents.expand(4, *latents.shape[1:])
+    _, gauss_newton = _scale_score_and_curvature(model, names, latents, None)
+    expected = torch.linalg.inv(2.0 * gauss_newton[0].sum(0) + torch.eye(2))
+    torch.testing.assert_close(_scale_covariance(model, names, certain, None, 2.0, 1.0),
+                               expected, rtol=1e-4, atol=1e-6)
+    g = torch.Generator().manual_seed(2)
+    uncertain = certain + 0.05 * torch.randn(certain.shape, generator=g)
+    sd = _scale_covariance(model, names, uncertain, None, 2.0, 1.0).diagonal().sqrt()
+    assert (sd > 1.2 * expected.diagonal().sqrt()).all()
 
 
 def test_a_draw_moves_the_channel_and_readout_and_leaves_the_model_as_it_was():
@@ -197,3 +260,23 @@ def test_single_area_models_get_readout_gains_and_bad_arguments_say_what(fitted_
         parameter_laplace(model, guide, data, prior_precision=0)
     with pytest.raises(ValueError, match="not a saved ParameterPosterior"):
         ParameterPosterior.from_state_dict({"channels": {}})
+
+
+def test_channel_scales_widen_the_strength_intervals(fitted_pair):
+    model, guide, train, test = fitted_pair
+    scales = channel_scale_laplace(model, guide, train, num_draws=4)
+    assert scales.names == ["A<-B", "B<-A"] and scales.covariance.shape == (2, 2)
+    assert np.all(np.linalg.eigvalsh(scales.covariance) > 0)
+    post = posterior(model, guide, test, num_samples=20)
+    plain = communication_summary(post)
+    wide = communication_summary(post, scales=scales)
+    still = communication_summary(post, scales=ChannelScales(scales.names, np.zeros((2, 2))))
+    for name in plain:
+        assert still[name].interval == plain[name].interval
+        assert wide[name].interval[1] - wide[name].interval[0] > \
+            plain[name].interval[1] - plain[name].interval[0]
+    ode = MultiAreaModel.from_data(train, 2, hidden=16)
+    with pytest.raises(ValueError, match="stochastic path"):
+        channel_scale_laplace(ode, build_guide("normal", ode), train)
+    with pytest.raises(ValueError, match="num_draws >= 2"):
+        channel_scale_laplace(model, guide, train, num_draws=1)
