@@ -301,7 +301,7 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
     Var[d log p(path | a)]``, both over each trial's draws (the first by Gauss-Newton). The
     complete-data information alone (``parameter_laplace``'s curvature) is several times larger
     where the channel's signal is small beside the path noise, and its intervals then miss the
-    truth (README (g), "How well do the data pin a channel's strength"). The areas' own fields
+    truth (README (d), "How well do the data pin a channel's strength"). The areas' own fields
     stay at the fit, so the scale is conditional on them.
 
     Args:
