@@ -17,7 +17,9 @@ the state alike), so fitted and true strengths are comparable. Directions with l
 than that (``NEGLIGIBLE_VARIANCE``, e.g. a fitted area's unused dimension) are not counted: A
 hardly moves along them, and a signal there would be divided by the path noise's floor. It is
 computed per posterior draw, so every strength has a posterior interval; the time course is the
-same per bin (over trials) with a band.
+same per bin (over trials) with a band. Given ``scales`` (``channel_scale_laplace``), each draw's
+strength is also multiplied by a draw of its channel's scale: the interval then covers how far
+the data pin the channel's weights, not only the paths given the fitted weights.
 
 Example (with the posterior ``post`` of a fitted ``MultiAreaModel``)::
 

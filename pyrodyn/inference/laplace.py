@@ -17,6 +17,11 @@ over perturbations of the weights the results are read from, centred on the fit:
 - **Readout gains** (every readout). Each neuron's log-rate gets an affine perturbation
   ``dW_n z + db_n`` with the Fisher information of its likelihood at the guide's latents.
 
+``channel_scale_laplace`` is narrower in what it covers and right about how much: a Gaussian over
+each channel's scale (its output times ``a``) whose information is the observed one, the paths'
+curvature less what their own uncertainty takes away (Louis' identity). ``pyrodyn fit`` puts it
+into every multi-area strength interval (``communication_summary(..., scales=...)``).
+
 The Laplace prior that shrinks channel gains in the fit is not part of the curvature (it has
 none to speak of at zero); the Gaussian prior stands in for it. The guide's latents are held
 at the fit (each parameter draw is independent of the path draw given the data), and the
@@ -308,6 +313,7 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
         data: the trials the model was fitted on (at most ``max_trials`` of them, chosen at
             random, the information scaled up to all).
         num_draws: path draws per trial (>= 2: the variance needs two).
+        refine_steps: per-trial refinement of the draws (``posterior``), as the fit's scores.
         prior_precision: a ``Normal(1, 1 / prior_precision)`` prior on each scale; it also
             floors the information's eigenvalues.
 
