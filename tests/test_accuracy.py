@@ -76,14 +76,23 @@ def test_more_neurons_give_narrower_posterior_intervals():
 
 def test_multi_area_finds_who_drives_whom():
     """A smaller version of bench/multi_area.py's two-area case: A drives B, B does not drive A.
-    The fitted channel B<-A must be far stronger than the absent A<-B."""
-    from pyrodyn.analysis import communication_summary
+    The fitted channel B<-A must be far stronger than the absent A<-B, and with the channels'
+    scale uncertainty its interval must hold the true strength."""
+    from pyrodyn.analysis import communication_summary, true_communication_strengths
+    from pyrodyn.inference import channel_scale_laplace
 
     data = synthetic.two_area(n_trials=200, n_bins=60, n_neurons=15, seed=1).with_split(
         valid=0.15, test=0.15, seed=1)
     model, guide = fit_recipe(data, steps=400, budget=120, model="multi_area", latent_dim=2,
                               hidden=64, curriculum=[10, 200], kl_warmup=200)
-    summary = communication_summary(posterior(model, guide, data.select("test"),
-                                              num_samples=30))
+    test = data.select("test")
+    post = posterior(model, guide, test, num_samples=30)
+    summary = communication_summary(post)
     print({name: (c.strength, c.interval) for name, c in summary.items()})
     assert summary["B<-A"].interval[0] > 5 * summary["A<-B"].interval[1]
+    scales = channel_scale_laplace(model, guide, data.select("train"), num_draws=8)
+    wide = communication_summary(post, scales=scales)
+    truth = true_communication_strengths(test)["B<-A"]
+    print(truth, {name: (c.strength, c.interval) for name, c in wide.items()})
+    assert wide["B<-A"].interval[0] <= truth <= wide["B<-A"].interval[1]
+    assert wide["A<-B"].interval[1] < 0.1 * truth
