@@ -26,7 +26,14 @@ import torch
 from pyrodyn.analysis import communication_summary, state_r2, true_communication_strengths
 from pyrodyn.config import RunConfig, build_run
 from pyrodyn.data import synthetic
-from pyrodyn.inference import channel_scale_laplace, evaluate, fit, posterior, posterior_means
+from pyrodyn.inference import (
+    channel_scale_laplace,
+    evaluate,
+    fit,
+    has_channel_scales,
+    posterior,
+    posterior_means,
+)
 
 SYSTEMS = ("two_area", "three_area_chain", "bidirectional_pair")
 MODELS = ("multi_area", "pooled")
@@ -88,9 +95,9 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
                area_state_r2=per_area)
     if model_kind == "multi_area":
         truth = true_communication_strengths(test, areas)
-        scales = None  # as `pyrodyn fit` does: the channels' scale uncertainty where it applies
-        if model.diffusion is not None and model.noise_df() is None:
-            scales = channel_scale_laplace(model, guide, train, refine_steps=refine)
+        # as `pyrodyn fit` does: the channels' scale uncertainty where it applies
+        scales = channel_scale_laplace(model, guide, train, refine_steps=refine) \
+            if has_channel_scales(model) else None
         summary = communication_summary(post_test, scales=scales)
         row["channels"] = {name: dict(true=truth[name], strength=s.strength,
                                       interval=list(s.interval),

@@ -213,12 +213,11 @@ def _write_communication(model, guide, train, data, run_dir: Path, *,
     posterior over the channels' weights (``parameter_prior``)."""
     from . import plots, runs
     from .analysis import communication_summary
-    from .inference import channel_scale_laplace, posterior
+    from .inference import channel_scale_laplace, has_channel_scales, posterior
 
     scales = None
     weights = getattr(model, "parameter_posterior", None)
-    if getattr(model, "diffusion", None) is not None and model.noise_df() is None \
-            and not (weights is not None and weights.channels):
+    if has_channel_scales(model) and not (weights is not None and weights.channels):
         scales = channel_scale_laplace(model, guide, train, refine_steps=refine_steps)
     summary = communication_summary(posterior(model, guide, data, num_samples=50,
                                               refine_steps=refine_steps), scales=scales)

@@ -30,6 +30,7 @@ from .laplace import (
     ChannelScales,
     ParameterPosterior,
     channel_scale_laplace,
+    has_channel_scales,
     parameter_laplace,
 )
 from .options import FitOptions, planned_steps
@@ -47,7 +48,7 @@ __all__ = [
     "Posterior",
     "to_inference_data", "refine", "LocalGuide",
     "ParameterPosterior", "parameter_laplace", "apply_parameter_draw",
-    "ChannelScales", "channel_scale_laplace",
+    "ChannelScales", "channel_scale_laplace", "has_channel_scales",
     "Evidence", "heldout_evidence", "importance_log_marginal", "forward_rates",
     "save_state", "load_state", "read_state", "write_state", "initialize_guide", "evaluate",
     "trial_plate", "per_trial_trials",
