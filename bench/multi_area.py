@@ -96,9 +96,12 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
     if model_kind == "multi_area":
         truth = true_communication_strengths(test, areas)
         # as `pyrodyn fit` does: the channels' scale uncertainty where it applies
-        scales = channel_scale_laplace(model, guide, train, refine_steps=refine) \
-            if has_channel_scales(model) else None
-        summary = communication_summary(post_test, scales=scales)
+        if has_channel_scales(model):
+            model.parameter_posterior = channel_scale_laplace(model, guide, train,
+                                                              refine_steps=refine)
+            post_test = posterior(model, guide, test, num_samples=100,
+                                  refine_steps=refine)
+        summary = communication_summary(post_test)
         row["channels"] = {name: dict(true=truth[name], strength=s.strength,
                                       interval=list(s.interval),
                                       source_from_target_r2=s.source_from_target_r2)

@@ -109,11 +109,13 @@ def _load_run(run_dir: Path, data: SpikeData, model_class: str | None = None):
     train = data.select("train") if data.split is not None else data
     model, guide = build_run(config, train)
     load_state(run_dir / "model.pt", model, guide, train, device=config.device)
-    laplace = run_dir / "parameters.pt"
-    if laplace.is_file():  # runs fitted before parameter uncertainty have none
-        from .inference import ParameterPosterior, read_state
+    from .inference import ChannelScales, ParameterPosterior, read_state
 
-        model.parameter_posterior = ParameterPosterior.from_state_dict(read_state(laplace))
+    # runs fitted before parameter uncertainty have neither; a run has at most one
+    for name, kind in (("parameters.pt", ParameterPosterior),
+                       ("channel_scales.pt", ChannelScales)):
+        if (run_dir / name).is_file():
+            model.parameter_posterior = kind.from_state_dict(read_state(run_dir / name))
     return config, model, guide, data
 
 
@@ -208,19 +210,21 @@ def _write_communication(model, guide, train, data, run_dir: Path, *,
                          refine_steps: int) -> None:
     """Who drives whom in a multi-area fit: communication.json and communication.png, from the
     recipe's (refined) posterior, as every other score of the fit. With a stochastic path of
-    Gaussian noise, the strengths' intervals also carry how far the training trials pin each
-    channel's scale (``channel_scale_laplace``), unless the draws already carry a Laplace
-    posterior over the channels' weights (``parameter_prior``)."""
+    Gaussian noise, the channels' scales get a posterior (``channel_scale_laplace``: how far
+    the training trials pin each one), written to channel_scales.pt and carried by every
+    posterior draw from here on, unless the model already carries a Laplace posterior over the
+    channels' weights (``parameter_prior``)."""
     from . import plots, runs
     from .analysis import communication_summary
-    from .inference import channel_scale_laplace, has_channel_scales, posterior
+    from .inference import channel_scale_laplace, has_channel_scales, posterior, write_state
 
     scales = None
-    weights = getattr(model, "parameter_posterior", None)
-    if has_channel_scales(model) and not (weights is not None and weights.channels):
+    if has_channel_scales(model) and getattr(model, "parameter_posterior", None) is None:
         scales = channel_scale_laplace(model, guide, train, refine_steps=refine_steps)
+        model.parameter_posterior = scales
+        write_state(run_dir / "channel_scales.pt", scales.state_dict())
     summary = communication_summary(posterior(model, guide, data, num_samples=50,
-                                              refine_steps=refine_steps), scales=scales)
+                                              refine_steps=refine_steps))
     table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level,
                     "identified": c.identified,
                     "source_from_target_r2": c.source_from_target_r2,
@@ -252,6 +256,11 @@ def _fit(args: argparse.Namespace) -> None:
                   readout=args.readout, guide=args.guide, steps=args.steps,
                   device=args.device, seed=args.seed, budget=None if auto else args.budget)
     config = RunConfig.from_sources(args.config, args.set, **values)
+    if config.steps is not None and config.budget is not None:
+        print(f"pyrodyn fit: note: with a budget the fit runs on the clock for "
+              f"{config.budget:g} s; {config.steps} steps only place its schedule's stages "
+              f"(to stop after {config.steps} steps, or earlier at a time limit, use "
+              "--set time_budget=S instead of --budget)", file=sys.stderr)
     _use_threads(config)
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
         return _launch(args)

@@ -90,8 +90,9 @@ def test_multi_area_finds_who_drives_whom():
     summary = communication_summary(post)
     print({name: (c.strength, c.interval) for name, c in summary.items()})
     assert summary["B<-A"].interval[0] > 5 * summary["A<-B"].interval[1]
-    scales = channel_scale_laplace(model, guide, data.select("train"), num_draws=8)
-    wide = communication_summary(post, scales=scales)
+    model.parameter_posterior = channel_scale_laplace(model, guide, data.select("train"),
+                                                      num_draws=8)
+    wide = communication_summary(posterior(model, guide, test, num_samples=30))
     truth = true_communication_strengths(test)["B<-A"]
     print(truth, {name: (c.strength, c.interval) for name, c in wide.items()})
     assert wide["B<-A"].interval[0] <= truth <= wide["B<-A"].interval[1]

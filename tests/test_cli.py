@@ -91,6 +91,10 @@ def test_fit_errors_are_one_line(tmp_path, capsys):
     assert main(["fit", str(data_path), "--out", str(tmp_path / "r"), "--set", "hiden=3"]) == 1
     err = capsys.readouterr().err
     assert "unknown option(s) hiden" in err and err.count("\n") == 1
+    # --steps beside --budget is not silently dropped (this fit then stops on the data)
+    assert main(["fit", str(data_path), "--out", str(tmp_path / "r"), "--steps", "3000",
+                 "--budget", "60", "--model", "multi-area"]) == 1
+    assert "runs on the clock for 60 s; 3000 steps only place" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), str(data_path)]) == 1
     assert "holds no config.yaml" in capsys.readouterr().err
 
@@ -124,6 +128,16 @@ def test_multi_area_fit_posterior_evaluate(tmp_path, capsys):
     assert idata.posterior["comm.B<-A"].shape == (1, 3, 3, 12, 2)  # 3 test trials
     assert idata.posterior["latents"].shape[-1] == 4
     assert main(["evaluate", str(run), str(data_path)]) == 0
+    # The default: the channels' scales (channel_scales.pt) reach the exported draws.
+    run = tmp_path / "run_scales"
+    assert main(["fit", str(data_path), "--out", str(run), "--model", "multi-area",
+                 "--latent-dim", "2", "--steps", "4", "--set", "batch_size=8",
+                 "--set", "hidden=16", "--set", "refine_steps=2", "--quiet"]) == 0
+    channels = json.loads((run / "communication.json").read_text())
+    assert channels["B<-A"]["scale_sd"] > 0 and (run / "channel_scales.pt").is_file()
+    assert main(["posterior", str(run), str(data_path), "--out", str(out),
+                 "--num-samples", "3"]) == 0
+    assert az.from_netcdf(str(out)).posterior.attrs["parameter_uncertainty"] == "laplace"
     # A data file without area labels gets a one-line error, not a traceback.
     lorenz = tmp_path / "lorenz.npz"
     main(["simulate", "lorenz", "--out", str(lorenz), "--n-trials", "6", "--n-bins", "5"])

@@ -17,9 +17,10 @@ the state alike), so fitted and true strengths are comparable. Directions with l
 than that (``NEGLIGIBLE_VARIANCE``, e.g. a fitted area's unused dimension) are not counted: A
 hardly moves along them, and a signal there would be divided by the path noise's floor. It is
 computed per posterior draw, so every strength has a posterior interval; the time course is the
-same per bin (over trials) with a band. Given ``scales`` (``channel_scale_laplace``), each draw's
-strength is also multiplied by a draw of its channel's scale: the interval then covers how far
-the data pin the channel's weights, not only the paths given the fitted weights.
+same per bin (over trials) with a band. Where the model carries a posterior over its channels
+(``parameter_posterior``: ``channel_scale_laplace``, as ``pyrodyn fit`` sets, or
+``parameter_laplace``), each draw's channels run with their own weights: the interval then covers
+how far the data pin the channels, not only the paths given the fitted weights.
 
 Example (with the posterior ``post`` of a fitted ``MultiAreaModel``)::
 
@@ -96,27 +97,19 @@ def channel_strengths(signal: np.ndarray, target_latents: np.ndarray, *, bin_tim
     return bin_time * np.sqrt(power.mean(axis=-2 if per_bin else (-2, -1)))
 
 
-def communication_summary(posterior, *, level: float = 0.9, bin_time: float | None = None,
-                          scales=None, seed: int = 0) -> dict[str, ChannelSummary]:
+def communication_summary(posterior, *, level: float = 0.9, bin_time: float | None = None
+                          ) -> dict[str, ChannelSummary]:
     """Every channel of a multi-area posterior with its strength interval and time course.
 
     Args:
         posterior: a ``Posterior`` (or its ``draws`` dict) with "comm.A<-B" and "latents.A".
         level: interval level.
         bin_time: model time units per bin (default: the posterior's ``step_size`` attr, else 1).
-        scales: a ``ChannelScales`` (``pyrodyn.inference.channel_scale_laplace``): each draw's
-            strength is multiplied by a draw of its channel's scale (``seed`` draws them), so
-            the interval covers how far the data pin the channel's weights, not only the
-            paths given the fitted weights.
     """
     draws = getattr(posterior, "draws", posterior)
     if bin_time is None:
         bin_time = float(getattr(posterior, "attrs", {}).get("step_size", 1.0))
     tails = [(1 - level) / 2, (1 + level) / 2]
-    scale_draws = None
-    if scales is not None:
-        num_samples = next(v for k, v in draws.items() if k.startswith(COMM_PREFIX)).shape[0]
-        scale_draws = scales.sample(num_samples, seed=seed)
     out = {}
     for name in draws:
         if not name.startswith(COMM_PREFIX):
@@ -128,10 +121,6 @@ def communication_summary(posterior, *, level: float = 0.9, bin_time: float | No
             raise ValueError(f"posterior: has {name} but not {key}, its target's latents")
         strengths = channel_strengths(draws[name], draws[key], bin_time=bin_time)
         course = channel_strengths(draws[name], draws[key], bin_time=bin_time, per_bin=True)
-        if scale_draws is not None and channel in scale_draws:
-            # a strength is proportional to the size of its scale
-            size = np.abs(scale_draws[channel])
-            strengths, course = strengths * size, course * size[:, None]
         lower, upper = np.quantile(strengths, tails)
         r2 = source_from_target_r2(draws[key].mean(0),
                                    draws[area_site(sites.LATENTS, source)].mean(0))

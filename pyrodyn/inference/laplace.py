@@ -19,8 +19,9 @@ over perturbations of the weights the results are read from, centred on the fit:
 
 ``channel_scale_laplace`` is narrower in what it covers and right about how much: a Gaussian over
 each channel's scale (its output times ``a``) whose information is the observed one, the paths'
-curvature less what their own uncertainty takes away (Louis' identity). ``pyrodyn fit`` puts it
-into every multi-area strength interval (``communication_summary(..., scales=...)``).
+curvature less what their own uncertainty takes away (Louis' identity). As a model's
+``parameter_posterior`` it scales each posterior draw's channels, and ``pyrodyn fit`` puts it
+into every multi-area run (channel_scales.pt) and so into every strength interval.
 
 The Laplace prior that shrinks channel gains in the fit is not part of the curvature (it has
 none to speak of at zero); the Gaussian prior stands in for it. The guide's latents are held
@@ -276,6 +277,9 @@ def _channel_scale_tril(model, latents, inputs, scale, precision, *, marginal: b
 class ChannelScales:
     """A Gaussian over each channel's scale ``a`` (its output times ``a``; 1 at the fit).
 
+    Set as a model's ``parameter_posterior`` (``pyrodyn fit`` does), each posterior draw runs
+    with its own scales, so "comm.A<-B" and every strength read off it carry them.
+
     Attributes:
         names: the channels ("B<-A"), in the order of ``covariance``'s rows.
         covariance: (K, K) covariance of the scales.
@@ -288,11 +292,27 @@ class ChannelScales:
         i = self.names.index(name)
         return float(np.sqrt(self.covariance[i, i]))
 
-    def sample(self, num_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
-        """name -> (num_samples,) draws of the scale."""
-        draws = np.random.default_rng(seed).multivariate_normal(
-            np.ones(len(self.names)), self.covariance, size=num_samples)
-        return {name: draws[:, i] for i, name in enumerate(self.names)}
+    def sample(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One draw as ``apply_parameter_draw`` takes it: channel module path -> a scalar
+        ``a - 1`` (the channel's output is multiplied by ``1 + (a - 1)``)."""
+        tril = torch.linalg.cholesky(torch.as_tensor(self.covariance, dtype=torch.float64))
+        draw = tril @ torch.randn(len(self.names), generator=generator, dtype=torch.float64)
+        return {f"field.channels.{name}": d.float() for name, d in zip(self.names, draw)}
+
+    def state_dict(self) -> dict:
+        """Strings and a tensor only: ``torch.load(weights_only=True)`` reads it."""
+        return {"names": list(self.names), "covariance": torch.as_tensor(self.covariance)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> ChannelScales:
+        try:
+            names, covariance = list(state["names"]), np.asarray(state["covariance"], float)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"channel scales: not saved ChannelScales ({error})") from None
+        if covariance.shape != (len(names), len(names)):
+            raise ValueError(f"channel scales: a covariance of shape {covariance.shape} for "
+                             f"{len(names)} channels")
+        return cls(names, covariance)
 
 
 def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials: int = 256,
@@ -321,8 +341,9 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
 
     Example (with a fitted multi-area ``model`` and ``guide``)::
 
-        scales = channel_scale_laplace(model, guide, data.select("train"), refine_steps=100)
-        summary = communication_summary(post, scales=scales)
+        model.parameter_posterior = channel_scale_laplace(model, guide, data.select("train"),
+                                                          refine_steps=100)
+        summary = communication_summary(posterior(model, guide, data.select("test")))
     """
     from .posterior import posterior
 

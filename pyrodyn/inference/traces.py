@@ -51,7 +51,8 @@ def replay(model, guide, kwargs: dict[str, Any], *, fixed: dict[str, Any] | None
 
     ``fixed``: site -> value this draw of the guide takes there (e.g. a global site shared by
     several batches of trials); the rest of the guide is drawn given them.
-    ``parameter_draw``: a ``ParameterPosterior.sample()`` the model (not the guide) runs with.
+    ``parameter_draw``: a ``ParameterPosterior.sample()`` (or ``ChannelScales.sample()``) the
+    model (not the guide) runs with.
     """
     if fixed:
         guide_trace = poutine.trace(poutine.condition(guide, data=fixed)).get_trace(**kwargs)
@@ -66,8 +67,9 @@ def replay(model, guide, kwargs: dict[str, Any], *, fixed: dict[str, Any] | None
 
 @contextlib.contextmanager
 def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Runs ``model`` with one ``ParameterPosterior.sample()`` added to its weights (forward
-    hooks on the channels and readouts, removed on exit)."""
+    """Runs ``model`` with one ``ParameterPosterior.sample()`` added to its weights, or one
+    ``ChannelScales.sample()`` (a scalar per channel: its output times ``1 + delta``), by
+    forward hooks on the channels and readouts, removed on exit."""
     handles = []
     try:
         for path, delta in draw.items():
@@ -77,12 +79,15 @@ def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) 
                 raise ValueError(f"parameter draw: the model has no module {path!r}; is the "
                                  "parameter posterior of another model?") from None
             rows = getattr(module, "target_dim", getattr(module, "n_neurons", None))
-            if rows is not None and delta.shape[0] != rows:
+            if rows is not None and delta.dim() and delta.shape[0] != rows:
                 raise ValueError(f"parameter draw: {path!r} has {rows} outputs, the draw "
                                  f"{delta.shape[0]}; is the parameter posterior of another "
                                  "model?")
             delta = delta.to(next(module.parameters()).device)
-            if isinstance(module, Channel):
+            if isinstance(module, Channel) and not delta.dim():
+                def hook(channel, args, out, delta=delta):
+                    return out * (1 + delta)
+            elif isinstance(module, Channel):
                 def hook(channel, args, out, delta=delta):
                     return out + channel.features(args[0]) @ delta.T
             elif isinstance(module, Readout):

@@ -267,21 +267,43 @@ def test_single_area_models_get_readout_gains_and_bad_arguments_say_what(fitted_
         ParameterPosterior.from_state_dict({"channels": {}})
 
 
-def test_channel_scales_widen_the_strength_intervals(fitted_pair):
+def test_channel_scales_widen_the_strength_intervals(fitted_pair, tmp_path):
     model, guide, train, test = fitted_pair
     scales = channel_scale_laplace(model, guide, train, num_draws=4)
     assert scales.names == ["A<-B", "B<-A"] and scales.covariance.shape == (2, 2)
     assert np.all(np.linalg.eigvalsh(scales.covariance) > 0)
-    post = posterior(model, guide, test, num_samples=20)
-    plain = communication_summary(post)
-    wide = communication_summary(post, scales=scales)
-    still = communication_summary(post, scales=ChannelScales(scales.names, np.zeros((2, 2))))
+    loaded = ChannelScales.from_state_dict(read_state(_round_trip(tmp_path, scales)))
+    np.testing.assert_allclose(loaded.covariance, scales.covariance)
+    assert loaded.names == scales.names
+
+    def summary(carried):
+        model.parameter_posterior = carried
+        try:
+            post = posterior(model, guide, test, num_samples=20)
+        finally:
+            model.parameter_posterior = None
+        return post, communication_summary(post)
+
+    plain_post, plain = summary(None)
+    wide_post, wide = summary(loaded)
+    _, still = summary(ChannelScales(scales.names, 1e-12 * np.eye(2)))
+    assert wide_post.attrs["parameter_uncertainty"] == "laplace"
+    # the scales change the channels' signals only: the paths, rates and fit are the guide's
+    np.testing.assert_array_equal(wide_post.draws["rates"], plain_post.draws["rates"])
     for name in plain:
-        assert still[name].interval == plain[name].interval
+        assert np.allclose(still[name].interval, plain[name].interval, rtol=1e-4)
         assert wide[name].interval[1] - wide[name].interval[0] > \
             plain[name].interval[1] - plain[name].interval[0]
+    with pytest.raises(ValueError, match="not saved ChannelScales"):
+        ChannelScales.from_state_dict({"names": ["B<-A"]})
     ode = MultiAreaModel.from_data(train, 2, hidden=16)
     with pytest.raises(ValueError, match="stochastic path"):
         channel_scale_laplace(ode, build_guide("normal", ode), train)
     with pytest.raises(ValueError, match="num_draws >= 2"):
         channel_scale_laplace(model, guide, train, num_draws=1)
+
+
+def _round_trip(tmp_path, scales):
+    path = tmp_path / "channel_scales.pt"
+    write_state(path, scales.state_dict())  # torch.load(weights_only=True) reads it back
+    return path
