@@ -272,7 +272,9 @@ def test_channel_scales_widen_the_strength_intervals(fitted_pair, tmp_path):
     scales = channel_scale_laplace(model, guide, train, num_draws=4)
     assert scales.names == ["A<-B", "B<-A"] and scales.covariance.shape == (2, 2)
     assert np.all(np.linalg.eigvalsh(scales.covariance) > 0)
-    loaded = ChannelScales.from_state_dict(read_state(_round_trip(tmp_path, scales)))
+    path = tmp_path / "channel_scales.pt"
+    write_state(path, scales.state_dict())  # read back with torch.load(weights_only=True)
+    loaded = ChannelScales.from_state_dict(read_state(path))
     np.testing.assert_allclose(loaded.covariance, scales.covariance)
     assert loaded.names == scales.names
 
@@ -301,9 +303,3 @@ def test_channel_scales_widen_the_strength_intervals(fitted_pair, tmp_path):
         channel_scale_laplace(ode, build_guide("normal", ode), train)
     with pytest.raises(ValueError, match="num_draws >= 2"):
         channel_scale_laplace(model, guide, train, num_draws=1)
-
-
-def _round_trip(tmp_path, scales):
-    path = tmp_path / "channel_scales.pt"
-    write_state(path, scales.state_dict())  # torch.load(weights_only=True) reads it back
-    return path
