@@ -10,7 +10,7 @@ the chosen dimensionality against the true one. Run from the repository root:
         --readouts plane --budget 600
 
 The budget is shared by the ladder and ``--refits`` (default 1), each fit a planned budget
-whose schedule runs on the clock (README (f)).
+whose schedule runs on the clock (README (f)); ``--budget 0`` runs each fit's planned steps.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--dims", default="1-4")
     parser.add_argument("--readouts", default="affine")
     parser.add_argument("--budget", type=float, default=240.0,
-                        help="seconds of fitting per system (the whole ladder)")
+                        help="seconds of fitting per system (the whole ladder); 0: each fit "
+                             "runs its planned steps, so the same command decides the same way")
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--bins", type=int, default=100)
     parser.add_argument("--neurons", type=int, default=30)
@@ -53,7 +54,7 @@ def main(argv=None) -> list[dict]:
         start = time.perf_counter()
         selection = select(data, latent_dims=parse_latent_dims(args.dims),
                            readouts=args.readouts.split(","), config=config,
-                           budget=args.budget, refits=args.refits)
+                           budget=args.budget or None, refits=args.refits)
         true_dim = data.truth.latents.shape[-1]
         print(f"## {system} (true dimensionality {true_dim})\n\n{selection.markdown()}")
         row = dict(system=system, true_dim=true_dim, chosen_dim=selection.chosen.latent_dim,
