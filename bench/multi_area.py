@@ -79,6 +79,9 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
     refine = config.refine_steps
     scores = evaluate(model, guide, train, test, refine_steps=refine)
     train_latents = posterior_means(model, guide, train, refine_steps=refine)[0]
+    if has_channel_scales(model):  # as `pyrodyn fit` does: the test draws carry the scales
+        model.parameter_posterior = channel_scale_laplace(model, guide, train,
+                                                          refine_steps=refine)
     post_test = posterior(model, guide, test, num_samples=100, refine_steps=refine)
     if model_kind == "multi_area":
         offsets = np.cumsum([0] + [model.latent_dims[a] for a in areas])
@@ -95,12 +98,6 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
                area_state_r2=per_area)
     if model_kind == "multi_area":
         truth = true_communication_strengths(test, areas)
-        # as `pyrodyn fit` does: the channels' scale uncertainty where it applies
-        if has_channel_scales(model):
-            model.parameter_posterior = channel_scale_laplace(model, guide, train,
-                                                              refine_steps=refine)
-            post_test = posterior(model, guide, test, num_samples=100,
-                                  refine_steps=refine)
         summary = communication_summary(post_test)
         row["channels"] = {name: dict(true=truth[name], strength=s.strength,
                                       interval=list(s.interval),
