@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyrodyn._isolation import isolated_rng
 from pyrodyn.analysis import communication_summary
 from pyrodyn.data import synthetic
 from pyrodyn.inference import (
@@ -193,8 +194,9 @@ def test_a_draw_moves_the_channel_and_readout_and_leaves_the_model_as_it_was():
 def fitted_pair():
     data = synthetic.two_area(n_trials=40, n_bins=30, n_neurons=8, seed=0) \
         .with_split(valid=0.0, test=0.25, seed=0)
-    model = MultiAreaModel.from_data(data, 2, hidden=16, diffusion=0.1)
-    guide = build_guide("normal", model)
+    with isolated_rng(0):  # the initial weights too: the same fit in any test order
+        model = MultiAreaModel.from_data(data, 2, hidden=16, diffusion=0.1)
+        guide = build_guide("normal", model)
     train = data.select("train")
     fit(model, guide, train, steps=60, seed=0, progress=False)
     return model, guide, train, data.select("test")
