@@ -78,11 +78,14 @@ def particle_forecast(system, spikes, inputs, weights, offsets, starts, *, forwa
     # run on from the last seen bin: the states of bins seen .. n_bins - 1
     u = None if inputs is None else np.repeat(inputs[:, seen - 1:], n_particles, axis=0)
     path = integrate(system.field, z, forward_bins + 1, system.time_step, inputs=u)[:, 1:]
-    log_r = path.reshape(n_trials, n_particles, forward_bins, dim) @ weights + offsets
+    path = path.reshape(n_trials, n_particles, forward_bins, dim)
     w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
     last = np.einsum("tp,tpd->td", w, z.reshape(n_trials, n_particles, dim))
-    return np.einsum("tp,tpbn->tbn", w, np.exp(log_r)), last, np.asarray(ess)
+    # one bin at a time: (trial, particle, bin, neuron) at once can outgrow the memory
+    predicted = np.stack([np.einsum("tp,tpn->tn", w, np.exp(path[:, :, b] @ weights + offsets))
+                          for b in range(forward_bins)], axis=1)
+    return predicted, last, np.asarray(ess)
 
 
 def _step(system, z, inputs, t, n_particles):
