@@ -46,6 +46,7 @@ from .analysis.metrics import apply_affine, fit_affine, mean_rates
 from .analysis.scores import score_rates, score_states
 from .data import synthetic
 from .data.spikes import SpikeData
+from .models.base import reported_field
 
 __all__ = ["FittedMethod", "BenchmarkPreset", "PRESETS", "SYSTEMS", "pyrodyn_method",
            "BUILTIN_METHODS", "score_method", "run_benchmark", "summarize", "markdown_table",
@@ -141,7 +142,7 @@ def pyrodyn_method(**config: Any) -> Method:
 
         return FittedMethod(latents=lambda data: means(data)[0],
                             rates=lambda data: means(data)[1],
-                            field=model.field, discrete=model.field.discrete)
+                            field=reported_field(model), discrete=model.field.discrete)
 
     return method
 

@@ -14,6 +14,7 @@ from ..analysis.fixed_points import fixed_point_scores
 from ..analysis.metrics import bits_per_spike, mean_rates
 from ..analysis.scores import score_rates, score_states
 from ..data.spikes import SpikeData
+from ..models.base import reported_field
 from .forecast import forward_rates
 from .posterior import MEAN_SAMPLES, posterior_means
 
@@ -59,6 +60,7 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *,
         scores.update(score_states(train.truth.latents, train_latents, truth.latents, latents))
         field = getattr(model, "field", None)
         if field is not None and truth.fixed_points is not None and fp_starts:
+            field = reported_field(model)  # where the "latents" site writes the states
             fp, _ = fixed_point_scores(field, train_latents, train.truth,
                                        discrete=field.discrete, n_starts=fp_starts)
             scores.update(fp)

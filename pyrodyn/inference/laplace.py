@@ -52,6 +52,7 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 
 from ..models import sites
+from ..models.base import in_model_coordinates
 from ..models.paths import innovation_scales, previous_states, unit_fisher
 from ..models.readouts import Readout
 from .traces import apply_parameter_draw
@@ -154,14 +155,15 @@ def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision
     mask = None if subset.mask is None else torch.as_tensor(subset.mask, device=device)
     spikes = torch.as_tensor(subset.spikes, device=device)
     for path, readout, likelihood, neurons, key in readouts:
-        latents = torch.as_tensor(post.draws[key], device=device)
+        latents = in_model_coordinates(model, torch.as_tensor(post.draws[key], device=device))
         result.readouts[path] = _readout_scale_tril(
             readout, likelihood, latents, spikes[..., neurons],
             None if mask is None else mask[..., neurons], scale, prior_precision)
     if has_channels and getattr(model, "diffusion", None) is not None:
         inputs = None if subset.inputs is None else torch.as_tensor(subset.inputs, device=device)
         result.channels, result.channel_scale_tril = _channel_scale_tril(
-            model, torch.as_tensor(post.draws[sites.LATENTS], device=device), inputs, scale,
+            model, in_model_coordinates(model, torch.as_tensor(post.draws[sites.LATENTS],
+                                                               device=device)), inputs, scale,
             prior_precision, marginal=marginal)
     return result
 
@@ -361,7 +363,8 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
     post = posterior(model, guide, subset, num_samples=num_draws, seed=seed,
                      refine_steps=refine_steps, parameter_draws=False)
     device = next(model.parameters()).device
-    latents = torch.as_tensor(post.draws[sites.LATENTS], device=device)
+    latents = in_model_coordinates(model, torch.as_tensor(post.draws[sites.LATENTS],
+                                                          device=device))
     inputs = None if subset.inputs is None else torch.as_tensor(subset.inputs, device=device)
     names = list(model.field.channels)
     covariance = _scale_covariance(model, names, latents, inputs, data.n_trials / trials.size,

@@ -12,7 +12,8 @@ A pyrodyn model is a Pyro program over a minibatch of trials. Guides, ``fit``, `
   and ``noise_scale``, see ``pyrodyn.models.paths``); ``observed_sites``: observation site ->
   the columns of ``spikes`` it scores; ``global_sites``: latent sites outside the trial plate
   (found by tracing the model).
-- deterministic sites "latents" (trial, time, latent) and "rates" (trial, time, neuron).
+- deterministic sites "latents" (trial, time, latent) and "rates" (trial, time, neuron); the
+  latents in the coordinates ``reported_basis`` names (default: the model's own).
 - ``simulate(n_trials, n_bins)`` draws trials from the prior.
 
 Example (a variant: one gain shared by all trials scales every rate)::
@@ -29,6 +30,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
@@ -39,7 +41,8 @@ from pyro.poutine.util import site_is_subsample
 from .._isolation import isolated_rng, own_param_store
 from . import sites
 
-__all__ = ["SpikeModel", "check_call", "trial_plate_size", "record"]
+__all__ = ["SpikeModel", "check_call", "trial_plate_size", "record", "in_model_coordinates",
+           "ReportedField", "reported_field"]
 
 
 def record(name: str, value: torch.Tensor, event_dim: int) -> None:
@@ -143,6 +146,16 @@ class SpikeModel(PyroModule, metaclass=_ModelMeta):
         """Observation sites and the neurons (columns of ``spikes``) each one scores."""
         return {sites.SPIKES: slice(None)}
 
+    def reported_basis(self) -> torch.Tensor | None:
+        """The map M (latent, latent) from the coordinates the model computes in to those of
+        its recorded "latents" site, ``z_reported = M z``; None (default): its own."""
+        return None
+
+    def to_reported(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (..., latent) in the model's coordinates, in the reported ones."""
+        basis = self.reported_basis()
+        return latents if basis is None else latents @ basis.to(latents).T
+
     @property
     def global_sites(self) -> dict[str, torch.Size]:
         """Latent sites outside the trial plate (e.g. a gain shared by all trials) and their
@@ -227,3 +240,45 @@ class SpikeModel(PyroModule, metaclass=_ModelMeta):
             spikes[..., neurons] = trace.nodes[name]["value"]
         out[sites.SPIKES] = spikes
         return out
+
+
+def in_model_coordinates(model: SpikeModel, latents):
+    """Reported latents (..., latent; numpy or torch) of ``model`` (its "latents" site) in the
+    coordinates its field and readout compute in (``SpikeModel.reported_basis``)."""
+    basis = model.reported_basis()
+    if basis is None:
+        return latents
+    inverse = torch.linalg.inv(basis.double()).T
+    if isinstance(latents, torch.Tensor):
+        return latents @ inverse.to(latents)
+    return np.asarray(latents, np.float64) @ inverse.cpu().numpy()
+
+
+class ReportedField(torch.nn.Module):
+    """A model's field (or discrete transition) in its reported coordinates:
+    ``f'(z') = M f(M^-1 z')``. Fixed points and their stability do not change, only where they
+    are written."""
+
+    def __init__(self, field: torch.nn.Module, basis: torch.Tensor) -> None:
+        super().__init__()
+        self.field, self.discrete = field, field.discrete
+        self.latent_dim, self.input_dim = field.latent_dim, field.input_dim
+        basis = basis.detach().double()
+        self.register_buffer("basis", basis.clone())
+        self.register_buffer("inverse", torch.linalg.inv(basis))
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        inner = self.field(z @ self.inverse.to(z).T, u)
+        return inner @ self.basis.to(inner).T
+
+
+def reported_field(model: SpikeModel) -> torch.nn.Module:
+    """``model.field`` in the coordinates of the model's "latents" site.
+
+    Example (fixed points where the posterior latents are)::
+
+        fixed_point_scores(reported_field(model), train_latents, train.truth)
+    """
+    basis = model.reported_basis()
+    return model.field if basis is None else ReportedField(model.field, basis)
+

@@ -14,6 +14,10 @@ all inside ``pyro.plate("trial", num_trials, subsample=trial_index)``, so a mini
 scaled to the whole data set. ``mask`` (trial, time, neuron) marks the entries that are scored;
 held-out neurons, missing data and coordinated dropout all go through it.
 
+The "latents" site holds z in the readout's orthonormalized coordinates (``reported_basis``;
+GPFA's convention), not in the arbitrary ones the fit computes in; the field and the readout
+stay in their own (``models.base.in_model_coordinates`` maps back).
+
 Example:
     >>> import torch
     >>> model = LatentODEModel(n_neurons=20, latent_dim=3)
@@ -158,6 +162,11 @@ class LatentODEModel(LatentPathModel, SpikeModel):
     def init_bias(self, mean_counts: torch.Tensor) -> None:
         self.readout.init_bias(mean_counts)
 
+    def reported_basis(self) -> torch.Tensor | None:
+        """The readout's orthonormalized coordinates where it has loadings (the plane and
+        affine readouts: ``readouts.orthonormal_basis``); else the model's own."""
+        return self.readout.reported_basis()
+
     # ----------------------------------------------------------------- model
     def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
         """One minibatch's program (see the module docstring); ``forward`` checks the call."""
@@ -170,7 +179,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
                         n_bins, self.inferred_input_dim, tau=self.input_tau,
                         scale=self.input_scale, device=z0.device))
                 latents = self.trajectory(z0, n_bins, self._field_inputs(inputs, inferred))
-            record(sites.LATENTS, latents, event_dim=2)
+            record(sites.LATENTS, self.to_reported(latents), event_dim=2)
             output = self.readout(latents)
             penalty = self.readout.log_penalty(latents, output)
             if penalty is not None:  # a prior on the readout's shape, per trial

@@ -53,6 +53,11 @@ class Readout(nn.Module):
         """Per-trial log-prior of this readout's shape given its own output; None: none."""
         return None
 
+    def reported_basis(self) -> torch.Tensor | None:
+        """The map M (latent, latent) from the model's latent coordinates to the ones it
+        reports (``z_reported = M z``); None: the model's own. See ``orthonormal_basis``."""
+        return None
+
     def init_bias(self, mean_counts: torch.Tensor) -> None:
         """Starts each neuron at its mean count per bin, so training begins at the null model."""
         with torch.no_grad():
@@ -68,6 +73,35 @@ class AffineReadout(Readout):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.weight.T + self.bias
+
+    def reported_basis(self) -> torch.Tensor:
+        return orthonormal_basis(self.weight)
+
+
+def orthonormal_basis(weight: torch.Tensor) -> torch.Tensor:
+    """GPFA's orthonormalized coordinates (Yu et al. 2009) of a loading matrix W (neuron,
+    latent): ``M = S V^T`` from ``W = U S V^T``, so that ``W z = U (M z)`` with orthonormal
+    loadings ``U``; dimensions ordered by how strongly the neurons load on them, each signed
+    so that its largest loading is positive.
+
+    A fitted model's latent coordinates are defined only up to an invertible linear map, and
+    the optimizer's choice is an accident of the fit: with per-dimension path noise it tends
+    to put the noisiest direction on one axis. Reported in these coordinates, the latents of
+    two fits of the same data differ by a rotation at most, and a scale of the latents is a
+    scale of the log-rates. Scores that average over latent dimensions (state R2 true ->
+    inferred) depend on the basis; the orthonormal one does not favour any direction.
+
+    Example:
+        >>> w = torch.randn(20, 3)
+        >>> m = orthonormal_basis(w)
+        >>> u = w @ torch.linalg.inv(m)  # the loadings in the reported coordinates
+        >>> bool(torch.allclose(u.T @ u, torch.eye(3), atol=1e-5))
+        True
+    """
+    with torch.no_grad():
+        u, s, vt = torch.linalg.svd(weight.detach(), full_matrices=False)
+        peak = u.gather(0, u.abs().argmax(0, keepdim=True)).sign()  # (1, latent)
+        return (peak.T * s[:, None]) * vt
 
 
 class MLPReadout(Readout):
@@ -298,6 +332,9 @@ class PlaneReadout(Readout):
         if self.link is not None:
             plane = self.link(plane)
         return -0.5 * self.bend_precision * (log_rates - plane - self.bias).pow(2).sum((-2, -1))
+
+    def reported_basis(self) -> torch.Tensor:
+        return orthonormal_basis(self.weight)
 
     def inverse(self, log_rates: torch.Tensor) -> torch.Tensor:
         """Latent states whose log-rates these are (exact for points in the image)."""

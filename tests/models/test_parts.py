@@ -184,3 +184,41 @@ def test_model_rejects_data_of_the_wrong_shape():
     with_inputs = LatentODEModel(n_neurons=5, latent_dim=2, external_input_dim=1)
     with pytest.raises(ValueError, match="inputs: the model takes 1 external input"):
         with_inputs(torch.zeros(2, 4, 5))
+
+
+def test_latents_are_reported_in_the_readouts_orthonormal_coordinates():
+    from pyro import poutine
+
+    from pyrodyn.models import sites
+    from pyrodyn.models.base import in_model_coordinates, reported_field
+    from pyrodyn.models.readouts import orthonormal_basis
+
+    torch.manual_seed(0)
+    model = LatentODEModel(20, 3, field="linear", readout="plane")
+    with torch.no_grad():
+        model.readout.weight.copy_(torch.randn(20, 3) * torch.tensor([3.0, 1.0, 0.2]))
+    trace = poutine.trace(model).get_trace(None, num_trials=4, n_bins=15)
+    reported = trace.nodes[sites.LATENTS]["value"]
+    own = in_model_coordinates(model, reported)
+    # the readout, given the states mapped back, gives the recorded rates
+    rates = model.likelihood.mean(model.readout(own))
+    assert torch.allclose(rates, trace.nodes[sites.RATES]["value"], rtol=1e-4, atol=1e-6)
+    # in the reported coordinates the loadings are orthonormal, strongest first
+    basis = model.reported_basis()
+    loadings = model.readout.weight @ torch.linalg.inv(basis)
+    assert torch.allclose(loadings.T @ loadings, torch.eye(3), atol=1e-5)
+    assert (reported.flatten(0, 1).var(0)[0] > reported.flatten(0, 1).var(0)[2]).item()
+    # whatever coordinates a fit lands in (z' = A z, W' = W A^-1), the reported ones differ
+    # by a rotation at most: distances between reported states are distances of log-rates
+    a = torch.randn(3, 3) + 3 * torch.eye(3)
+    other = orthonormal_basis(model.readout.weight @ torch.linalg.inv(a)) @ a
+    rotation = other @ torch.linalg.inv(basis)
+    assert torch.allclose(rotation.T @ rotation, torch.eye(3), atol=1e-4)
+    # the field in reported coordinates has the fixed point where the states are reported
+    field = model.field
+    point = -torch.linalg.solve(field.linear.weight, field.linear.bias)
+    assert field(point).abs().max() < 1e-5
+    assert reported_field(model)(point @ basis.T).abs().max() < 1e-4
+    # readouts without loadings report the model's own coordinates
+    flow = LatentODEModel(20, 3, readout="flow")
+    assert flow.reported_basis() is None and reported_field(flow) is flow.field
