@@ -281,4 +281,3 @@ def reported_field(model: SpikeModel) -> torch.nn.Module:
     """
     basis = model.reported_basis()
     return model.field if basis is None else ReportedField(model.field, basis)
-

@@ -89,7 +89,7 @@ def orthonormal_basis(weight: torch.Tensor) -> torch.Tensor:
     to put the noisiest direction on one axis. Reported in these coordinates, the latents of
     two fits of the same data differ by a rotation at most, and a scale of the latents is a
     scale of the log-rates. Scores that average over latent dimensions (state R2 true ->
-    inferred) depend on the basis; the orthonormal one does not favour any direction.
+    inferred) depend on the basis; this one is set by the readout alone, not by the noise.
 
     Example:
         >>> w = torch.randn(20, 3)
