@@ -16,7 +16,7 @@ After a resampling the particles are jittered (Liu and West's shrinkage kernel, 
 particle counts and two bandwidths: where the figures agree, the filter has converged.
 
     .venv/bin/python bench/oracle_forecast.py --neurons 8
-    .venv/bin/python bench/oracle_forecast.py --neurons 8 --particles 4000 --jitter 0.05
+    .venv/bin/python bench/oracle_forecast.py --neurons 8 --particles 8000 --jitter 0.03
     .venv/bin/python bench/oracle_forecast.py --neurons 30
 """
 
@@ -62,9 +62,7 @@ def particle_forecast(system, spikes, inputs, weights, offsets, starts, *, forwa
     for t in range(seen):
         log_r = z.reshape(n_trials, n_particles, dim) @ weights + offsets
         log_w += (spikes[:, None, t] * log_r - np.exp(log_r)).sum(-1)
-        log_w -= log_w.max(axis=1, keepdims=True)
-        w = np.exp(log_w)
-        w /= w.sum(axis=1, keepdims=True)
+        w = _normalized(log_w)
         n_eff = 1.0 / (w ** 2).sum(axis=1)
         ess.append(float(n_eff.mean()))
         low = n_eff < n_particles / 2
@@ -79,13 +77,17 @@ def particle_forecast(system, spikes, inputs, weights, offsets, starts, *, forwa
     u = None if inputs is None else np.repeat(inputs[:, seen - 1:], n_particles, axis=0)
     path = integrate(system.field, z, forward_bins + 1, system.time_step, inputs=u)[:, 1:]
     path = path.reshape(n_trials, n_particles, forward_bins, dim)
-    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-    w /= w.sum(axis=1, keepdims=True)
+    w = _normalized(log_w)  # after any resampling of the last seen bin
     last = np.einsum("tp,tpd->td", w, z.reshape(n_trials, n_particles, dim))
     # one bin at a time: (trial, particle, bin, neuron) at once can outgrow the memory
     predicted = np.stack([np.einsum("tp,tpn->tn", w, np.exp(path[:, :, b] @ weights + offsets))
                           for b in range(forward_bins)], axis=1)
     return predicted, last, np.asarray(ess)
+
+
+def _normalized(log_w):
+    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def _step(system, z, inputs, t, n_particles):

@@ -58,8 +58,8 @@ def evaluate(model, guide, train: SpikeData, test: SpikeData, *,
         if train_latents is None:
             train_latents, _ = posterior_means(model, guide, train, **options)
         scores.update(score_states(train.truth.latents, train_latents, truth.latents, latents))
-        field = getattr(model, "field", None)
-        if field is not None and truth.fixed_points is not None and fp_starts:
+        if getattr(model, "field", None) is not None and truth.fixed_points is not None \
+                and fp_starts:
             field = reported_field(model)  # where the "latents" site writes the states
             fp, _ = fixed_point_scores(field, train_latents, train.truth,
                                        discrete=field.discrete, n_starts=fp_starts)
