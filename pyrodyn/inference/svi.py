@@ -203,7 +203,8 @@ def fit(
     """
     o = (options or FitOptions()).replace(**changes)
     if o.steps is None:  # the recipe's default: as many steps as the data's size calls for
-        o = o.replace(steps=planned_steps(train.n_bins, len(getattr(model, "areas", ())) or 1))
+        o = o.replace(steps=planned_steps(train.n_bins, len(getattr(model, "areas", ())) or 1,
+                                          train.n_neurons))
     o = o.replace(batch_size=min(o.batch_size, train.n_trials))
     _check_call(model, guide, train, valid)
     _follow_minibatches(guide)

@@ -118,6 +118,10 @@ def test_steps_none_plans_from_the_trials_length(data, monkeypatch):
     assert planned_steps(100) == 3000 and planned_steps(70) == 4286  # the recipe's figures
     assert planned_steps(10) == 6000 and planned_steps(1000) == 1500  # and its bounds
     assert planned_steps(100, n_areas=2) == 1500
+    # many neurons make a step dearer: the plan keeps a 30-neuron fit's cost, never adds steps
+    assert planned_steps(100, n_neurons=8) == planned_steps(100, n_neurons=30) == 3000
+    assert planned_steps(100, n_neurons=100) == 1833 and planned_steps(100, n_neurons=400) == 1500
+    assert planned_steps(50, n_areas=2, n_neurons=200) == 1833  # 100 neurons per area
     monkeypatch.setattr(options, "PLANNED_BIN_STEPS", 6 * data.n_bins)  # 6 steps, to run fast
     monkeypatch.setattr(options, "PLANNED_RANGE", (1, 100))
     model, g = build()
