@@ -608,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--guide", choices=["normal", "flow", "map", "per_trial_normal",
                                          "per_trial_map"])
     fit.add_argument("--steps", type=int, help="optimizer steps (default: planned from the "
-                                               "trials' length, 3000 for 100 bins)")
+                                               "trials' length and neurons, 3000 for 100 bins "
+                                               "of up to 30 neurons)")
     fit.add_argument("--device")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--budget", type=float,

@@ -91,7 +91,7 @@ class FitOptions:
 
     Attributes:
         steps: optimizer steps (minibatches; None: ``planned_steps`` for the training trials'
-            bins and the model's areas); ``batch_size``: trials per step.
+            bins and neurons and the model's areas); ``batch_size``: trials per step.
         lr, lr_final: initial learning rate, decayed exponentially to ``lr * lr_final`` (the
             default optimizer and schedule; ``fit`` takes your own).
         weight_decay: L2 penalty of the default optimizer (Adam); ``clip_norm``: gradient norm
