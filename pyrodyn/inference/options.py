@@ -26,26 +26,23 @@ import torch
 __all__ = ["FitOptions", "check_device", "check_number", "planned_steps"]
 
 # ``steps=None`` plans about the same work for every data set: 3000 steps of 100-bin trials of one
-# area (a step's cost grows with its bins and with the areas' fields), within these bounds.
+# area of up to 30 neurons, within these bounds. A step's cost grows with its bins, its areas and,
+# per area, as 1 + neurons / PLANNED_NEURON_COST (Lorenz, 100 bins, CPU: 3000 steps took 386 s
+# at 30 neurons and 702 s at 100).
 PLANNED_BIN_STEPS = 300_000
 PLANNED_RANGE = (1500, 6000)
-# ... and with its neurons: a step costs about 1 + neurons / PLANNED_NEURON_COST units per area
-# (Lorenz, 100 bins, CPU: 3000 steps took 386 s at 30 neurons and 702 s at 100, 1.8x). Data
-# with more than PLANNED_NEURONS neurons per area get proportionally fewer steps, so that their
-# fit costs what a 30-neuron one does; fewer neurons keep the bins' plan.
 PLANNED_NEURONS = 30
 PLANNED_NEURON_COST = 80.0
 
 
 def planned_steps(n_bins: int, n_areas: int = 1, n_neurons: int | None = None) -> int:
     """The steps ``fit`` plans when ``steps`` is None: ``300000 / (n_bins * n_areas)``, between
-    1500 and 6000 (3000 for 100-bin trials, 4286 for 70, 1500 for two areas of 100 bins).
-    Shorter trials carry less of the dynamics per step: on a 10-neuron, 70-bin Lorenz set 3000
-    steps left rate R2 at 0.93 where 4300 reached 0.95 (README (f)). A multi-area step costs
-    about one single-area step per area, so those fits take no longer than before. More than 30
-    ``n_neurons`` per area scale the plan down by the step's cost (1833 steps for 100 neurons
-    of 100 bins): a step then also carries more of each trial's information (on 100-neuron
-    Lorenz the validation bits per spike stopped rising by step 1100 of 3000)."""
+    1500 and 6000 (3000 for 100-bin trials, 4286 for 70, 1500 for two areas of 100 bins), and
+    above 30 neurons per area fewer by the step's cost (1833 for 100 neurons of 100 bins), so
+    that every plan takes about as long. Shorter trials carry less of the dynamics per step: on
+    a 10-neuron, 70-bin Lorenz set 3000 steps left rate R2 at 0.93 where 4300 reached 0.95
+    (README (f)); a 100-neuron step carries more (its validation bits per spike stopped rising
+    by step 1100 of 3000)."""
     low, high = PLANNED_RANGE
     steps = PLANNED_BIN_STEPS / (n_bins * n_areas)
     if n_neurons is not None:
