@@ -27,8 +27,9 @@ __all__ = ["FitOptions", "check_device", "check_number", "planned_steps"]
 
 # ``steps=None`` plans about the same work for every data set: 3000 steps of 100-bin trials of one
 # area of up to 30 neurons, within these bounds. A step's cost grows with its bins, its areas and,
-# per area, as 1 + neurons / PLANNED_NEURON_COST (Lorenz, 100 bins, CPU: 3000 steps took 386 s
-# at 30 neurons and 702 s at 100).
+# per area, as 1 + neurons / PLANNED_NEURON_COST: 1.64x from 30 to 100 neurons, between the
+# 1.44x of single full-length steps and the 1.82x of whole fits measured on CPU (README, "Steps
+# planned by the neurons' cost too").
 PLANNED_BIN_STEPS = 300_000
 PLANNED_RANGE = (1500, 6000)
 PLANNED_NEURONS = 30
