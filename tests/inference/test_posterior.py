@@ -8,6 +8,7 @@ from pyrodyn.inference import (
     build_guide,
     evaluate,
     fit,
+    iter_posterior,
     posterior,
     posterior_means,
     to_inference_data,
@@ -56,6 +57,16 @@ def test_posterior_means_average_batch_by_batch_the_same_draws(fitted):
     assert latents.shape == (8, 25, 3) and rates.shape == (8, 25, 12)
     np.testing.assert_allclose(latents, whole.mean("latents"), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(rates, whole.mean("rates"), rtol=1e-6, atol=1e-7)
+
+
+def test_draws_of_named_sites_only_are_the_same_draws(fitted, post):
+    # posterior_means draws no predictive counts; the latents must not change for it
+    data, model, guide = fitted
+    parts = list(iter_posterior(model, guide, data.select("test"), num_samples=40,
+                                names=("latents",)))
+    assert set(parts[0].draws) == {"latents"}
+    latents = np.concatenate([part.draws["latents"] for part in parts], axis=1)
+    np.testing.assert_allclose(latents, post.draws["latents"], rtol=1e-6, atol=1e-7)
 
 
 def test_posterior_predictive_is_not_the_observed_data(fitted, post):
