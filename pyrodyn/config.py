@@ -91,8 +91,9 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     num_threads: int | None = 1
-    # posterior: per-trial refinement steps after the guide (``posterior(refine_steps=...)``)
-    refine_steps: int = 100
+    # posterior: per-trial refinement steps after the guide (``posterior(refine_steps=...)``);
+    # converged by 50: 25, 50 and 100 give the same scores to 4 digits (README, (c))
+    refine_steps: int = 50
     # posterior: precision of the prior of a Laplace posterior over channel and readout weights
     # (``pyrodyn.inference.laplace``; null, the default: point estimates. Opt-in because it
     # over-covers the rates and widens absent channels: README, benchmark (g))

@@ -344,7 +344,7 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
     Example (with a fitted multi-area ``model`` and ``guide``)::
 
         model.parameter_posterior = channel_scale_laplace(model, guide, data.select("train"),
-                                                          refine_steps=100)
+                                                          refine_steps=50)
         summary = communication_summary(posterior(model, guide, data.select("test")))
     """
     from .posterior import posterior
