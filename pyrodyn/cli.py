@@ -215,7 +215,11 @@ def _write_communication(model, guide, train, data, run_dir: Path, *,
     posterior draw from here on, unless the model already carries a Laplace posterior over the
     channels' weights (``parameter_prior``)."""
     from . import plots, runs
-    from .analysis import communication_summary
+    from .analysis.communication import (
+        INTERVAL_SAMPLES,
+        communication_sites,
+        communication_summary,
+    )
     from .inference import channel_scale_laplace, has_channel_scales, posterior, write_state
 
     scales = None
@@ -223,8 +227,9 @@ def _write_communication(model, guide, train, data, run_dir: Path, *,
         scales = channel_scale_laplace(model, guide, train, refine_steps=refine_steps)
         model.parameter_posterior = scales
         write_state(run_dir / "channel_scales.pt", scales.state_dict())
-    summary = communication_summary(posterior(model, guide, data, num_samples=50,
-                                              refine_steps=refine_steps))
+    summary = communication_summary(posterior(model, guide, data, num_samples=INTERVAL_SAMPLES,
+                                              refine_steps=refine_steps,
+                                              names=communication_sites(model)))
     table = {name: {"strength": c.strength, "interval": list(c.interval), "level": c.level,
                     "identified": c.identified,
                     "source_from_target_r2": c.source_from_target_r2,

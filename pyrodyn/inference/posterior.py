@@ -110,7 +110,8 @@ def _predict(trace, observed: dict, spikes: torch.Tensor) -> tuple[torch.Tensor,
 def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 100,
               batch_size: int = 256, device: str | torch.device | None = None,
               include_heldout: bool = False, refine_steps: int = 0,
-              seed: int | None = 0, parameter_draws: bool = True) -> Posterior:
+              seed: int | None = 0, parameter_draws: bool = True,
+              names: tuple[str, ...] | None = None) -> Posterior:
     """Draws ``num_samples`` posterior samples for every trial of ``data``, in memory
     (``write_posterior`` streams them to a file instead).
 
@@ -124,6 +125,7 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
             the current random state).
         parameter_draws: where the model has a ``parameter_posterior``, give each draw its own
             draw of the channel and readout weights (False: the fitted weights in every draw).
+        names: keep only these sites (default: all; see ``iter_posterior``).
 
     Raises:
         ValueError: bad arguments, or a per-trial guide asked about trials other than those it
@@ -132,7 +134,7 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
     batches = list(iter_posterior(model, guide, data, num_samples=num_samples,
                                   batch_size=batch_size, device=device,
                                   include_heldout=include_heldout, refine_steps=refine_steps,
-                                  seed=seed, parameter_draws=parameter_draws))
+                                  seed=seed, parameter_draws=parameter_draws, names=names))
     first = batches[0]
     draws = {name: (value if name in first.global_sites else
                     np.concatenate([b.draws[name] for b in batches], axis=1))

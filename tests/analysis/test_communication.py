@@ -12,6 +12,7 @@ from pyrodyn.analysis import (
     communication_summary,
     true_communication_strengths,
 )
+from pyrodyn.analysis.communication import communication_sites
 from pyrodyn.data import synthetic
 from pyrodyn.inference import build_guide, posterior
 from pyrodyn.models import MultiAreaModel
@@ -78,6 +79,20 @@ def test_summary_has_intervals_and_time_courses(multi_area_posterior):
     assert np.isclose(summary["B<-A"].strength, unscaled["B<-A"].strength * step)
     with pytest.raises(ValueError, match="no communication sites"):
         communication_summary({"latents": np.zeros((2, 3, 4, 2))})
+
+
+def test_the_communication_sites_alone_give_the_same_summary():
+    # what `pyrodyn fit` draws for communication.json: no rates or predictive counts
+    pyro.set_rng_seed(0)
+    data = synthetic.two_area(n_trials=6, n_bins=15, n_neurons=5, seed=0)
+    model = MultiAreaModel.from_data(data, 2, hidden=16)
+    guide = build_guide("normal", model, hidden=8)
+    lean = posterior(model, guide, data, num_samples=7, batch_size=4,
+                     names=communication_sites(model))
+    assert set(lean.draws) == {"comm.A<-B", "comm.B<-A", "latents.A", "latents.B"}
+    whole = communication_summary(posterior(model, guide, data, num_samples=7, batch_size=4))
+    for name, channel in communication_summary(lean).items():
+        np.testing.assert_allclose(channel.draws, whole[name].draws, rtol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:Estimated shape parameter")
