@@ -208,7 +208,7 @@ def iter_posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: in
 
 
 def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *, device,
-                include_heldout, refine_steps, weight_draws, names=None) -> dict[str, np.ndarray]:
+                include_heldout, refine_steps, weight_draws, names) -> dict[str, np.ndarray]:
     # the trials' own indices among ``data``: a per-trial guide finds its parameters by them
     batch = data.to_batch(index, device=device, include_heldout=include_heldout)
     kwargs = model_args(batch, data.n_trials)
