@@ -7,10 +7,15 @@ pooled ``LatentODEModel`` on all neurons are fit at the same seed and budget, an
 held-out test trials: bits per spike, rate R2, per-area state R2 (true -> inferred, affine map
 fit on the training trials), and, for the multi-area model, every channel's strength with its
 90% posterior interval beside the true strength (0 for absent channels). Posteriors are refined
-per trial (``refine_steps``), as the recipe's are. Run from the root:
+per trial (``refine_steps``), as the recipe's are; strength intervals come from
+``INTERVAL_SAMPLES`` draws, as ``pyrodyn fit`` writes them (100 draws before 2026-12-07). The
+recipe is the (d) figures' of 2026-12-04 (batch 256, 1500 steps) unless ``--default-recipe``
+fits with ``pyrodyn fit``'s defaults (batch 128, steps planned from the data). Run from the
+root:
 
     .venv/bin/python bench/multi_area.py                    # all systems, both models
     .venv/bin/python bench/multi_area.py --systems two_area --models multi_area
+    .venv/bin/python bench/multi_area.py --models multi_area --default-recipe
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from pyrodyn.analysis import communication_summary, state_r2, true_communication_strengths
+from pyrodyn.analysis.communication import INTERVAL_SAMPLES, communication_sites
 from pyrodyn.config import RunConfig, build_run
 from pyrodyn.data import synthetic
 from pyrodyn.inference import (
@@ -60,7 +66,7 @@ def area_state_r2(data_train, data_test, latents_train, latents_test, area_colum
     return out
 
 
-def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: int,
+def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: int | None,
         budget: float, seed: int, base: RunConfig = CONFIG) -> dict:
     data = synthetic.GENERATORS[system](n_trials=n_trials, n_bins=100, n_neurons=n_neurons,
                                         seed=seed).with_split(valid=0.15, test=0.15, seed=seed)
@@ -82,7 +88,9 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
     if has_channel_scales(model):  # as `pyrodyn fit` does: the test draws carry the scales
         model.parameter_posterior = channel_scale_laplace(model, guide, train,
                                                           refine_steps=refine)
-    post_test = posterior(model, guide, test, num_samples=100, refine_steps=refine)
+    names = None if model_kind == "pooled" else (*communication_sites(model), "latents")
+    post_test = posterior(model, guide, test, num_samples=INTERVAL_SAMPLES, refine_steps=refine,
+                          names=names)
     if model_kind == "multi_area":
         offsets = np.cumsum([0] + [model.latent_dims[a] for a in areas])
         columns = {a: np.arange(offsets[i], offsets[i + 1]) for i, a in enumerate(areas)}
@@ -129,7 +137,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--neurons", type=int, default=20, help="neurons per area")
-    parser.add_argument("--steps", type=int, default=CONFIG.steps)
+    parser.add_argument("--steps", type=int, help="default: the recipe's")
+    parser.add_argument("--default-recipe", action="store_true",
+                        help="pyrodyn fit's defaults (2 latents per area) instead of the (d) "
+                             "recipe of 2026-12-04")
     parser.add_argument("--budget", type=float, default=840.0,
                         help="seconds of fitting per model (the acceptance allows 900)")
     parser.add_argument("--seed", type=int, default=0)
@@ -139,12 +150,14 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    base = RunConfig.from_sources(overrides=args.set, **CONFIG.to_dict())
+    recipe = RunConfig(latent_dim=2) if args.default_recipe else CONFIG
+    base = RunConfig.from_sources(overrides=args.set, **recipe.to_dict())
+    steps = base.steps if args.steps is None else args.steps
     rows = []
     for system in args.systems:
         for kind in args.models:
             row = run(system, kind, n_trials=args.trials, n_neurons=args.neurons,
-                      steps=args.steps, budget=args.budget, seed=args.seed, base=base)
+                      steps=steps, budget=args.budget, seed=args.seed, base=base)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
