@@ -221,7 +221,14 @@ def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *,
                                     if weight_draws is None else weight_draws[i])
         if i == len(shared):
             shared.append({name: guide_trace.nodes[name]["value"] for name in global_names})
-        values = {name: trace.nodes[name]["value"] for name in _deterministic_names(trace)
+        kept = _deterministic_names(trace)
+        if i == 0 and names is not None:
+            unknown = set(names) - set(kept) - set(global_names) - {sites.SPIKES,
+                                                                    "log_likelihood"}
+            if unknown:
+                raise ValueError(f"names: the model has no site(s) {sorted(unknown)}; its sites "
+                                 f"are {kept + [sites.SPIKES, 'log_likelihood']}")
+        values = {name: trace.nodes[name]["value"] for name in kept
                   if name not in global_names and (names is None or name in names)}
         if names is None or sites.SPIKES in names or "log_likelihood" in names:
             # predictive counts from a stream of their own: the latent draws are the same
