@@ -77,6 +77,9 @@ class Posterior:
         return to_inference_data(self, **options)
 
 
+PREDICTIVE = (sites.SPIKES, "log_likelihood")  # drawn per draw by ``_predict``
+
+
 def _deterministic_names(trace) -> list[str]:
     """Latent and deterministic sites worth keeping: z0, inputs, latents, rates, comm.*."""
     keep = []
@@ -221,21 +224,22 @@ def _draw_batch(model, guide, data, index, num_samples, shared, global_names, *,
                                     if weight_draws is None else weight_draws[i])
         if i == len(shared):
             shared.append({name: guide_trace.nodes[name]["value"] for name in global_names})
-        kept = _deterministic_names(trace)
+        kept = _deterministic_names(trace) + list(PREDICTIVE)
         if i == 0 and names is not None:
-            unknown = set(names) - set(kept) - set(global_names) - {sites.SPIKES,
-                                                                    "log_likelihood"}
+            unknown = set(names) - set(kept) - set(global_names)
             if unknown:
                 raise ValueError(f"names: the model has no site(s) {sorted(unknown)}; its sites "
-                                 f"are {kept + [sites.SPIKES, 'log_likelihood']}")
-        values = {name: trace.nodes[name]["value"] for name in kept
-                  if name not in global_names and (names is None or name in names)}
-        if names is None or sites.SPIKES in names or "log_likelihood" in names:
+                                 f"are {kept}")
+        wanted = [name for name in kept
+                  if name not in global_names and (names is None or name in names)]
+        values = {name: trace.nodes[name]["value"] for name in wanted if name not in PREDICTIVE}
+        if any(name in PREDICTIVE for name in wanted):
             # predictive counts from a stream of their own: the latent draws are the same
             # whether or not counts are drawn (``names``)
             with isolated_rng(predictive_seed + i, device):
-                values[sites.SPIKES], values["log_likelihood"] = _predict(
-                    trace, model.observed_sites, batch.spikes)
+                predicted = dict(zip(PREDICTIVE, _predict(trace, model.observed_sites,
+                                                          batch.spikes)))
+            values.update({name: predicted[name] for name in wanted if name in PREDICTIVE})
         for name, value in values.items():
             draws.setdefault(name, []).append(value)
     out = {}

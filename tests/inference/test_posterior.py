@@ -67,6 +67,10 @@ def test_draws_of_named_sites_only_are_the_same_draws(fitted, post):
     assert set(parts[0].draws) == {"latents"}
     latents = np.concatenate([part.draws["latents"] for part in parts], axis=1)
     np.testing.assert_allclose(latents, post.draws["latents"], rtol=1e-6, atol=1e-7)
+    counts = next(iter_posterior(model, guide, data.select("test"), num_samples=3,
+                                 names=("spikes",)))
+    assert set(counts.draws) == {"spikes"}  # only what was named, not its log-likelihood
+    assert counts.draws["spikes"].dtype == data.spikes.dtype
     with pytest.raises(ValueError, match=r"no site\(s\) \['latent'\]"):
         next(iter_posterior(model, guide, data.select("test"), num_samples=2, names=("latent",)))
 
