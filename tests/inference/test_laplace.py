@@ -23,8 +23,11 @@ from pyrodyn.inference.laplace import (
     ChannelScales,
     _channel_scale_tril,
     _readout_scale_tril,
+    _field_weights,
+    _least_favourable_directions,
     _scale_covariance,
     _scale_score_and_curvature,
+    _transition_gram,
     channel_scale_laplace,
 )
 from pyrodyn.models import LatentODEModel, MultiAreaModel
@@ -164,6 +167,52 @@ def test_uncertain_paths_take_information_about_the_scales_away():
     sd = _scale_covariance(model, names, uncertain, None, 50.0, 1.0).diagonal().sqrt()
     assert (expected.diagonal().sqrt() < 0.2).all()  # the data, not the prior, decide
     assert (sd > 1.2 * expected.diagonal().sqrt()).all()
+
+
+def _coupled_twins(copy_source: bool):
+    """``_two_area``'s latents as 3 identical draws, with channels that carry a signal."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model, latents = _two_area(copy_source)
+    with torch.no_grad():
+        for channel in model.field.channels.values():
+            channel.source.fill_(1.0)
+            channel.target.fill_(0.5)
+    return model, latents.expand(3, *latents.shape[1:])
+
+
+def test_integrating_the_fields_out_along_their_stand_in_directions_is_exact():
+    """With certain paths, Louis' information over the scales and one least favourable field
+    direction per scale gives the scales' exact marginal over every field weight."""
+    model, latents = _coupled_twins(False)
+    names = list(model.field.channels)
+    directions = _least_favourable_directions(model, names, latents, None, 2.0, 1.0)
+    assert [set(d) for d in directions] == [set(_field_weights(model))] * 2
+    gram = _transition_gram(model, latents, None, {n: torch.zeros(()) for n in names},
+                            _field_weights(model)) * (2.0 / latents.shape[0])
+    gram.diagonal().add_(1.0)
+    exact = torch.linalg.inv(gram.double())[:2, :2].float()
+    marginal = _scale_covariance(model, names, latents, None, 2.0, 1.0, directions)
+    torch.testing.assert_close(marginal, exact, rtol=1e-3, atol=1e-7)
+    given_fields = _scale_covariance(model, names, latents, None, 2.0, 1.0)
+    assert (marginal.diagonal() > given_fields.diagonal()).all()
+
+
+def test_a_scale_the_target_field_can_stand_in_for_is_left_to_its_prior():
+    """B a copy of A: B's own linear field does whatever the channel from A does, so with the
+    fields integrated out the scale keeps (nearly) its prior's sd of 1; given the fields, or
+    for independent areas, the transitions pin it down."""
+    sd = {}
+    for copy in (False, True):
+        model, latents = _coupled_twins(copy)
+        names = list(model.field.channels)
+        directions = _least_favourable_directions(model, names, latents, None, 1.0, 1.0)
+        sd[copy] = _scale_covariance(model, names, latents, None, 1.0, 1.0,
+                                     directions).diagonal().sqrt()
+        sd[copy, "given fields"] = _scale_covariance(model, names, latents, None, 1.0,
+                                                     1.0).diagonal().sqrt()
+    assert (sd[False] < 0.1).all() and (sd[True, "given fields"] < 0.1).all()
+    assert (sd[True] > 0.5).all()
 
 
 def test_a_draw_moves_the_channel_and_readout_and_leaves_the_model_as_it_was():
