@@ -21,8 +21,8 @@ over perturbations of the weights the results are read from, centred on the fit:
 each channel's scale (its output times ``a``) whose information is the observed one, the paths'
 curvature less what their own uncertainty takes away (Louis' identity), with the areas' own
 fields integrated out along the directions in which they can stand in for a channel. As a
-model's ``parameter_posterior`` it scales each posterior draw's channels, and ``pyrodyn fit`` puts it
-into every multi-area run (channel_scales.pt) and so into every strength interval.
+model's ``parameter_posterior`` it scales each posterior draw's channels, and ``pyrodyn fit``
+puts it into every multi-area run (channel_scales.pt) and so into every strength interval.
 
 The Laplace prior that shrinks channel gains in the fit is not part of the curvature (it has
 none to speak of at zero); the Gaussian prior stands in for it. The guide's latents are held

@@ -22,9 +22,9 @@ from pyrodyn.inference import (
 from pyrodyn.inference.laplace import (
     ChannelScales,
     _channel_scale_tril,
-    _readout_scale_tril,
     _field_weights,
     _least_favourable_directions,
+    _readout_scale_tril,
     _scale_covariance,
     _scale_score_and_curvature,
     _transition_gram,
