@@ -355,11 +355,12 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
     Where the target's own field can take over part of a channel's work, the data pin the
     split between them less than they pin the channel with the field held at the fit. With
     ``fields``, each scale comes with one nuisance coordinate: the change of every area's field
-    weights that best stands in for it (the least favourable direction, ``(G_ww)^-1 G_wa`` of
-    the paths' Gauss-Newton matrix G over scales and weights, from ``FIELD_DRAWS`` draws).
+    weights that best stands in for it (the least favourable direction, ``(G_ww + prior)^-1
+    G_wa`` of the paths' Gauss-Newton matrix G over scales and weights, from ``FIELD_DRAWS``
+    draws).
     The information is taken by Louis' identity over scales and these coordinates jointly, and
     the coordinates are integrated out. Where the paths are certain this is the exact marginal
-    over all the field weights. On the (d) systems it widens the true channels' sds 1.2-1.8x.
+    over all the field weights. On the (d) systems it widens the true channels' sds 1.2-2.1x.
 
     Args:
         data: the trials the model was fitted on (at most ``max_trials`` of them, chosen at
