@@ -40,6 +40,7 @@ from pyrodyn.inference import (
     posterior,
     posterior_means,
 )
+from pyrodyn.models import sites
 
 SYSTEMS = ("two_area", "three_area_chain", "bidirectional_pair")
 MODELS = ("multi_area", "pooled")
@@ -88,7 +89,7 @@ def run(system: str, model_kind: str, *, n_trials: int, n_neurons: int, steps: i
     if has_channel_scales(model):  # as `pyrodyn fit` does: the test draws carry the scales
         model.parameter_posterior = channel_scale_laplace(model, guide, train,
                                                           refine_steps=refine)
-    names = None if model_kind == "pooled" else (*communication_sites(model), "latents")
+    names = None if model_kind == "pooled" else (*communication_sites(model), sites.LATENTS)
     post_test = posterior(model, guide, test, num_samples=INTERVAL_SAMPLES, refine_steps=refine,
                           names=names)
     if model_kind == "multi_area":
