@@ -85,14 +85,16 @@ def _continued_draw(model, proposal, kwargs, inputs, forward_bins, weight
     trace = poutine.trace(proposal).get_trace(**kwargs)
     values = {name: site["value"] for name, site in trace.nodes.items()
               if site["type"] == "sample" and not site["is_observed"]
-              and not site_is_subsample(site)}
+              and not site_is_subsample(site) and not site["infer"].get("is_auxiliary")}
     for name in model.input_sites:
         values[name] = _continue_ar1(values[name], forward_bins, tau=model.input_tau,
                                      scale=model.input_scale)
     for name in model.path_sites:
         path = values[name]  # bins 1 .. n_seen - 1; the chain's start is bin 0
-        states = torch.cat([trace.nodes[name]["fn"].start.expand(
-            path.shape[:-2] + path.shape[-1:]).unsqueeze(-2), path], dim=-2)
+        laplace = trace.nodes.get(f"{name}.laplace")  # a refined path: drawn with its start
+        states = laplace["value"] if laplace is not None else torch.cat(
+            [trace.nodes[name]["fn"].start.expand(path.shape[:-2] + path.shape[-1:])
+             .unsqueeze(-2), path], dim=-2)
         n_seen = states.shape[-2]
         u = None if inputs is None else inputs[..., n_seen - 1:-1, :]
         with apply_parameter_draw(model, weight):

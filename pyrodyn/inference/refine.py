@@ -4,9 +4,15 @@ An encoder maps a trial's spikes to its posterior in one pass, but one network s
 trials rarely finds each trial's best answer (the amortization gap; Cremer et al. 2018, Kim et
 al. 2018). ``refine`` starts from the guide's posterior for a batch of trials and moves its
 centre to the mode of p(latents | spikes) of each trial, by gradient ascent on the model's joint
-log-density with the model's weights fixed; the guide's spread is kept. The objective is
-deterministic, so a few dozen Adam steps converge. Only what the encoder may see is scored, so
-held-out neurons stay held out.
+log-density with the model's weights fixed. The objective is deterministic, so a few dozen Adam
+steps converge. Only what the encoder may see is scored, so held-out neurons stay held out.
+
+A stochastic path then gets the Laplace approximation at that mode (``path_laplace``): the
+inverse curvature of the same log-density, per trial, in place of the encoder's spread, which
+was fitted around the encoder's own centres. On two_area's test trials (2 latents per area) this
+took the latents' coverage from 61.0% / 96.0% to 58.9% / 95.3% (50% / 90% intervals; README
+(g)); exact for linear-Gaussian models.
+Other sites (initial states of deterministic models, inferred inputs) keep the guide's spread.
 
 On the Lorenz benchmark it lifts held-out bits per spike from 93.6% to about 97% of the true
 rates' (README, benchmark (a)).
@@ -20,6 +26,7 @@ Example (with a fitted ``model`` and ``guide``)::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pyro
@@ -32,6 +39,7 @@ from torch import nn
 from .._isolation import own_param_store
 from ..models import sites
 from ..models.paths import GuidedPath, shared_drift
+from .path_laplace import BandError, PathLaplace, path_precision
 from .schedules import exponential_decay
 
 __all__ = ["LocalGuide", "refine"]
@@ -43,7 +51,9 @@ class LocalGuide(nn.Module):
     centres (``locs``) are parameters. Global sites (``fixed``: name -> the guide's
     distribution) are drawn from the guide's own posterior, outside the trial plate. A
     stochastic path (``paths``: name -> the guide's ``GuidedPath``) keeps the guide's chain,
-    started at this guide's initial state, with a per-bin shift of its offsets as parameters."""
+    started at this guide's initial state, with a per-bin shift of its offsets as parameters.
+    A path in ``laplace`` (name -> ``PathLaplace`` over its start and path, set by ``refine``)
+    is drawn from that instead, with its start sites: one auxiliary draw, split by Deltas."""
 
     def __init__(self, init: dict[str, tuple[torch.Tensor, torch.Tensor | None, int]],
                  fixed: dict[str, Any] | None = None,
@@ -60,6 +70,7 @@ class LocalGuide(nn.Module):
             [nn.Parameter(loc.detach().clone()) for loc, _, _ in init.values()])
         self.scales = [None if scale is None else scale.detach().clone()
                        for _, scale, _ in init.values()]
+        self.laplace: dict[str, PathLaplace] = {}
 
     def _chains(self, values: dict[str, torch.Tensor]):
         """(name, chain) per path, each started from ``values`` of its initial-state sites."""
@@ -79,12 +90,48 @@ class LocalGuide(nn.Module):
         batch = self.params[0].shape[0]
         values = {}
         with pyro.plate(sites.TRIAL_PLATE, num_trials or batch, subsample=trial_index, dim=-1):
+            for name, q in self.laplace.items():
+                states = pyro.sample(f"{name}.laplace", q, infer={"is_auxiliary": True})
+                starts = self.paths[name].start_sites
+                for site, part in zip(starts, states[..., 0, :].split(self._dims(starts), -1)):
+                    values[site] = pyro.sample(site, dist.Delta(part, event_dim=1))
+                pyro.sample(name, dist.Delta(states[..., 1:, :], event_dim=2))
             for name, loc, scale, event_dim in zip(self.names, self.params, self.scales,
                                                    self.event_dims):
+                if name in values:  # a start of a Laplace path, drawn with it
+                    continue
                 q = dist.Delta(loc) if scale is None else dist.Normal(loc, scale)
                 values[name] = pyro.sample(name, q.to_event(event_dim))
             for name, chain in self._chains(values):
-                pyro.sample(name, chain)
+                if name not in self.laplace:
+                    pyro.sample(name, chain)
+
+    def _dims(self, start_sites: tuple[str, ...]) -> list[int]:
+        sizes = dict(zip(self.names, self.params))
+        return [sizes[site].shape[-1] for site in start_sites]
+
+    def fit_laplace(self, log_density) -> None:
+        """Puts each path's ``PathLaplace`` at its current centre; ``log_density(values)`` is
+        the model's joint log-density given site -> value. A path whose density is not local
+        in time, or not at a mode (curvature not positive definite), keeps the guide's spread,
+        with a warning."""
+        locs = {name: loc.detach() for name, loc in self.locs.items()}
+        for name, q in self.paths.items():
+            starts = q.start_sites
+            dims = self._dims(starts)
+            centre = torch.cat([torch.cat([locs[s] for s in starts], -1).unsqueeze(-2),
+                                locs[name]], -2)
+
+            def path_density(states, name=name, starts=starts, dims=dims):
+                values = dict(locs, **dict(zip(starts, states[:, 0].split(dims, -1))))
+                values[name] = states[:, 1:]
+                return log_density(values)
+
+            try:
+                self.laplace[name] = PathLaplace(centre, path_precision(path_density, centre))
+            except (BandError, torch.linalg.LinAlgError) as error:
+                warnings.warn(f"refine: {name!r} keeps the guide's spread ({error})",
+                              stacklevel=3)
 
 
 def _site_moments(fn, num_samples: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -101,10 +148,11 @@ def _site_moments(fn, num_samples: int = 64) -> tuple[torch.Tensor, torch.Tensor
 
 
 def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float = 0.05,
-           lr_final: float = 0.1) -> LocalGuide:
+           lr_final: float = 0.1, laplace: bool = True) -> LocalGuide:
     """A ``LocalGuide`` for the trials in ``kwargs`` (one batch's model arguments): ``guide``'s
     posterior with each centre moved by ``steps`` Adam steps (learning rate decayed
-    exponentially from ``lr`` to ``lr * lr_final``) up the model's joint log-density.
+    exponentially from ``lr`` to ``lr * lr_final``) up the model's joint log-density; with
+    ``laplace``, each stochastic path's spread then the curvature's at its centre.
 
     Raises:
         ValueError: ``steps`` < 0.
@@ -112,10 +160,11 @@ def refine(model, guide, kwargs: dict[str, Any], *, steps: int = 100, lr: float 
     if steps < 0:
         raise ValueError(f"refine_steps: must be >= 0, got {steps}")
     with own_param_store(guide):
-        return _refine(model, guide, kwargs, steps=steps, lr=lr, lr_final=lr_final)
+        return _refine(model, guide, kwargs, steps=steps, lr=lr, lr_final=lr_final,
+                       laplace=laplace)
 
 
-def _refine(model, guide, kwargs, *, steps, lr, lr_final) -> LocalGuide:
+def _refine(model, guide, kwargs, *, steps, lr, lr_final, laplace) -> LocalGuide:
     with torch.no_grad():
         trace = poutine.trace(guide).get_trace(**kwargs)
     init, fixed, centres, paths = {}, {}, {}, {}
@@ -151,4 +200,7 @@ def _refine(model, guide, kwargs, *, steps, lr, lr_final) -> LocalGuide:
                 param.grad = grad
             optimizer.step()
             schedule.step()
+    if laplace and paths:
+        local.fit_laplace(lambda values: poutine.trace(poutine.condition(
+            model, data={**centres, **values})).get_trace(**scored).log_prob_sum())
     return local.eval()
