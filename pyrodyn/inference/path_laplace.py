@@ -68,23 +68,23 @@ def path_precision(log_density: Callable[[torch.Tensor], torch.Tensor],
         # band[:, k, o, :, i]: the column of bin k, dimension i, rows at bin k + o - REACH
         band = centre.new_zeros(n, t, _COLOURS, d, d)
         for colour in range(_COLOURS):
+            columns = torch.arange(colour, t, _COLOURS, device=centre.device)
             for i in range(d):
                 probe = torch.zeros_like(centre)
                 probe[:, colour::_COLOURS, i] = 1
-                column = hvp(probe)
+                product = hvp(probe)
                 for o in range(_COLOURS):
-                    rows = torch.arange(colour, t, _COLOURS, device=centre.device)
-                    inside = (rows + o - REACH >= 0) & (rows + o - REACH < t)
-                    band[:, rows[inside], o, :, i] = column[:, rows[inside] + o - REACH]
+                    rows = columns + o - REACH
+                    inside = (rows >= 0) & (rows < t)
+                    band[:, columns[inside], o, :, i] = product[:, rows[inside]]
         check = torch.randn_like(centre)
         exact = hvp(check)
-    band = -band
-    if not torch.allclose(_band_times(band, check), -exact, rtol=1e-3,
+    if not torch.allclose(_band_times(band, check), exact, rtol=1e-3,
                           atol=1e-3 * float(exact.abs().max())):
         raise BandError(f"the model's log density couples bins more than {REACH} apart; a "
                         "Laplace spread needs terms local in time (likelihood per bin, Markov "
                         "transitions)")
-    return _pairs(band)
+    return _pairs(-band)
 
 
 def _band_times(band: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ def _pairs(band: torch.Tensor) -> BlockTridiagonal:
         band = torch.cat([band, pad], 1)
         t += 1
 
-    def block(rows: int, cols: int) -> torch.Tensor:  # bins rows+a against cols+b, a, b in {0, 1}
+    def block(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:  # (rows+a, cols+b)
         parts = [[_entry(band, rows + a, cols + b) for b in (0, 1)] for a in (0, 1)]
         return torch.cat([torch.cat(row, -1) for row in parts], -2)
 
