@@ -71,6 +71,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         learn_noise_tau: learn ``noise_tau`` from its given value (default), else fixed.
         noise_df: Student-t degrees of freedom of the path's innovations, learned from this
             start; None (default) for Gaussian innovations.
+        diffusion_prior: rate of an exponential prior on each dimension's sigma, which
+            shrinks noise the data do not need (0, default: none; README (g)).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         noise_tau: float | None = None,
         learn_noise_tau: bool = True,
         noise_df: float | None = None,
+        diffusion_prior: float = 0.0,
     ) -> None:
         super().__init__()
         if n_neurons < 1 or latent_dim < 1:
@@ -117,7 +120,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
         self.diffusion = stochastic_path_diffusion(diffusion, latent_dim, self.solver,
                                                    inferred_input_dim, self.field,
                                                    tau=noise_tau, learn_tau=learn_noise_tau,
-                                                   df=noise_df)
+                                                   df=noise_df, prior_rate=diffusion_prior)
 
     @classmethod
     def from_config(cls, config, data) -> LatentODEModel:
@@ -134,7 +137,8 @@ class LatentODEModel(LatentPathModel, SpikeModel):
             inferred_input_dim=config.inferred_input_dim, input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
             diffusion=config.diffusion, noise_tau=config.path_noise_tau,
-            learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df)
+            learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df,
+            diffusion_prior=config.diffusion_prior)
 
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,
@@ -170,6 +174,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
     # ----------------------------------------------------------------- model
     def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
         """One minibatch's program (see the module docstring); ``forward`` checks the call."""
+        self.diffusion_log_prior()
         with plate:
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample(sites.Z0, self.z0_prior())

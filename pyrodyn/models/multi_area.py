@@ -87,8 +87,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         external_input_dim: known input channels, seen by every area.
         inferred_input_dim: inferred input channels per area (sites "inputs.A").
         prior_scale, learn_prior, input_tau, input_scale, solver, diffusion, noise_tau,
-            learn_noise_tau, noise_df: as in ``LatentODEModel`` (a diffusion makes one
-            stochastic path over all areas' states).
+            learn_noise_tau, noise_df, diffusion_prior: as in ``LatentODEModel`` (a diffusion
+            makes one stochastic path over all areas' states).
     """
 
     def __init__(
@@ -116,6 +116,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         noise_tau: float | None = None,
         learn_noise_tau: bool = True,
         noise_df: float | None = None,
+        diffusion_prior: float = 0.0,
     ) -> None:
         super().__init__()
         self.areas = [str(a) for a in areas]
@@ -163,7 +164,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
         self.diffusion = stochastic_path_diffusion(diffusion, self.latent_dim, self.solver,
                                                    inferred_input_dim, self.field,
                                                    tau=noise_tau, learn_tau=learn_noise_tau,
-                                                   df=noise_df)
+                                                   df=noise_df, prior_rate=diffusion_prior)
         order = np.concatenate([self.area_neurons[a] for a in self.areas])
         self.register_buffer("_neuron_order", torch.as_tensor(np.argsort(order)),
                              persistent=False)
@@ -191,7 +192,8 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
             input_scale=config.input_scale,
             solver=ODESolver(config.solver, step_size=config.step_size),
             diffusion=config.diffusion, noise_tau=config.path_noise_tau,
-            learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df)
+            learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df,
+            diffusion_prior=config.diffusion_prior)
 
     def _check_neurons(self) -> int:
         every = np.concatenate(list(self.area_neurons.values()))
@@ -255,6 +257,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
     def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
         """One minibatch's program (see the module docstring); ``forward`` checks the call."""
         pyro.factor("coupling_prior", self.coupling_log_prior())
+        self.diffusion_log_prior()
         with plate:
             with poutine.scale(scale=kl_scale):
                 z0 = [pyro.sample(area_site(sites.Z0, a), self.z0_priors[a]())

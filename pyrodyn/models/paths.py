@@ -361,7 +361,7 @@ class Diffusion(torch.nn.Module):
 
     def __init__(self, latent_dim: int, *, init: float, step_size: float,
                  tau: float | None = None, learn_tau: bool = True,
-                 df: float | None = None) -> None:
+                 df: float | None = None, prior_rate: float = 0.0) -> None:
         super().__init__()
         if not init > 0:
             raise ValueError(f"diffusion: must be > 0 (None for a deterministic ODE), got {init}")
@@ -369,6 +369,9 @@ class Diffusion(torch.nn.Module):
             raise ValueError(f"noise_tau: must be > 0 bins (None for white noise), got {tau}")
         if df is not None and not df > 0:
             raise ValueError(f"noise_df: must be > 0 (None for Gaussian noise), got {df}")
+        if not prior_rate >= 0:
+            raise ValueError(f"diffusion_prior: must be >= 0 (0 for none), got {prior_rate}")
+        self.prior_rate = float(prior_rate)
         self.log_sigma = torch.nn.Parameter(torch.full((latent_dim,), math.log(init)))
         log_tau = None if tau is None else torch.full((latent_dim,), math.log(tau))
         if learn_tau and log_tau is not None:
@@ -392,6 +395,11 @@ class Diffusion(torch.nn.Module):
 
     def noise_scale(self) -> torch.Tensor:
         return self.sigma() * math.sqrt(self.step_size)
+
+    def log_prior(self) -> torch.Tensor:
+        """``-prior_rate * sum(sigma)``: an exponential prior on each sigma (up to a constant),
+        the penalised-complexity prior towards the deterministic ODE (Simpson et al. 2017)."""
+        return -self.prior_rate * self.sigma().sum()
 
 
 class LatentPathModel:
@@ -419,6 +427,12 @@ class LatentPathModel:
         """The path innovations' Student-t degrees of freedom; None for Gaussian ones."""
         return self.diffusion.df()
 
+    def diffusion_log_prior(self) -> None:
+        """The diffusion's prior as a factor of the program, once per step outside the trial
+        plate; no site where there is none (a deterministic ODE, or a rate of 0)."""
+        if self.diffusion is not None and self.diffusion.prior_rate:
+            pyro.factor("diffusion_prior", self.diffusion.log_prior())
+
     def trajectory(self, z0: torch.Tensor, n_bins: int,
                    inputs: torch.Tensor | None = None) -> torch.Tensor:
         """Latents (..., n_bins, latent) from ``z0``: the ODE solve, or the site "path" (a
@@ -434,7 +448,8 @@ class LatentPathModel:
 
 def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, inferred_input_dim: int,
                               field, tau: float | None = None, learn_tau: bool = True,
-                              df: float | None = None) -> Diffusion | None:
+                              df: float | None = None, prior_rate: float = 0.0
+                              ) -> Diffusion | None:
     """A model's ``Diffusion`` (None for a deterministic ODE), checked against what a
     stochastic path cannot combine with."""
     if init is None:
@@ -455,4 +470,4 @@ def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, infer
     probe = None if not field.input_dim else torch.zeros(1, field.input_dim)
     solver.step(field, torch.zeros(1, latent_dim), probe)  # adaptive solvers: a clear error
     return Diffusion(latent_dim, init=init, step_size=solver.step_size, tau=tau,
-                     learn_tau=learn_tau, df=df)
+                     learn_tau=learn_tau, df=df, prior_rate=prior_rate)

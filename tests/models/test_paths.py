@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from pyro import poutine
 
 from pyrodyn.config import RunConfig
 from pyrodyn.data import synthetic
@@ -235,6 +236,28 @@ def test_diffusion_options_are_checked():
     with pytest.raises(ValueError, match="noise_df"):
         LatentODEModel(5, 2, noise_df=4.0)  # Student-t noise of a deterministic ODE
     assert RunConfig(diffusion=None, noise_df=4.0).path_noise_df is None
+    with pytest.raises(ValueError, match="diffusion_prior"):
+        RunConfig(diffusion_prior=-1.0)
+    with pytest.raises(ValueError, match="diffusion_prior"):
+        LatentODEModel(5, 2, diffusion=0.1, diffusion_prior=-1.0)
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (LatentODEModel, dict(n_neurons=6, latent_dim=2)),
+    (MultiAreaModel, dict(areas={"A": range(0, 3), "B": range(3, 6)}, latent_dim=1)),
+], ids=["one-area", "multi-area"])
+def test_the_diffusion_prior_is_one_factor_of_the_sigmas(cls, kwargs):
+    spikes = torch.zeros(4, 10, 6)
+    traced = {}
+    for rate in (0.0, 50.0):
+        model = cls(**kwargs, diffusion=0.2, diffusion_prior=rate)
+        with torch.no_grad():
+            model.diffusion.log_sigma.copy_(torch.log(torch.tensor([0.1, 0.3])))
+        traced[rate] = poutine.trace(model).get_trace(spikes)
+    assert "diffusion_prior" not in traced[0.0].nodes  # none unless asked
+    site = traced[50.0].nodes["diffusion_prior"]
+    assert not site["cond_indep_stack"]  # once per step, not per trial
+    assert torch.allclose(site["fn"].log_factor, torch.tensor(-50.0 * 0.4))
 
 
 @pytest.mark.parametrize("noise_tau, learn_noise_tau, noise_df",
