@@ -174,7 +174,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
     # ----------------------------------------------------------------- model
     def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
         """One minibatch's program (see the module docstring); ``forward`` checks the call."""
-        self.diffusion_log_prior()
+        self.diffusion_prior_factor()
         with plate:
             with poutine.scale(scale=kl_scale):
                 z0 = pyro.sample(sites.Z0, self.z0_prior())

@@ -257,7 +257,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
     def program(self, spikes, *, plate, mask, inputs, n_bins, kl_scale):
         """One minibatch's program (see the module docstring); ``forward`` checks the call."""
         pyro.factor("coupling_prior", self.coupling_log_prior())
-        self.diffusion_log_prior()
+        self.diffusion_prior_factor()
         with plate:
             with poutine.scale(scale=kl_scale):
                 z0 = [pyro.sample(area_site(sites.Z0, a), self.z0_priors[a]())

@@ -427,7 +427,7 @@ class LatentPathModel:
         """The path innovations' Student-t degrees of freedom; None for Gaussian ones."""
         return self.diffusion.df()
 
-    def diffusion_log_prior(self) -> None:
+    def diffusion_prior_factor(self) -> None:
         """The diffusion's prior as a factor of the program, once per step outside the trial
         plate; no site where there is none (a deterministic ODE, or a rate of 0)."""
         if self.diffusion is not None and self.diffusion.prior_rate:
@@ -459,6 +459,9 @@ def stochastic_path_diffusion(init: float | None, latent_dim: int, solver, infer
         if df is not None:
             raise ValueError("noise_df: Student-t path noise needs a stochastic path "
                              "(a diffusion), not a deterministic ODE")
+        if prior_rate:
+            raise ValueError("diffusion_prior: a prior on the path's noise needs a stochastic "
+                             "path (a diffusion), not a deterministic ODE")
         return None
     if inferred_input_dim:
         raise ValueError("diffusion: a stochastic path and inferred inputs are two kinds of "

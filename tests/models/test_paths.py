@@ -240,6 +240,8 @@ def test_diffusion_options_are_checked():
         RunConfig(diffusion_prior=-1.0)
     with pytest.raises(ValueError, match="diffusion_prior"):
         LatentODEModel(5, 2, diffusion=0.1, diffusion_prior=-1.0)
+    with pytest.raises(ValueError, match="diffusion_prior"):
+        LatentODEModel(5, 2, diffusion_prior=10.0)  # no path noise to shrink
 
 
 @pytest.mark.parametrize("cls, kwargs", [
