@@ -11,8 +11,8 @@ A stochastic path then gets the Laplace approximation at that mode (``path_lapla
 inverse curvature of the same log-density, per trial, in place of the encoder's spread, which
 was fitted around the encoder's own centres. On two_area's test trials (2 latents per area) this
 took the latents' coverage from 61.0% / 96.0% to 58.9% / 95.3% (50% / 90% intervals; README
-(g)); exact for linear-Gaussian models.
-Other sites (initial states of deterministic models, inferred inputs) keep the guide's spread.
+(g)); it is exact for linear-Gaussian models. Other sites (initial states of deterministic
+models, inferred inputs) keep the guide's spread.
 
 On the Lorenz benchmark it lifts held-out bits per spike from 93.6% to about 97% of the true
 rates' (README, benchmark (a)).
