@@ -28,7 +28,7 @@ from ..data.spikes import SpikeData
 from ..models import sites
 from ..models.base import SpikeModel
 from ..models.paths import MarkovPath
-from .refine import refine
+from .refine import laplace_site, refine
 from .traces import apply_parameter_draw, draw_parameters, model_args, model_device
 
 __all__ = ["forward_rates"]
@@ -91,7 +91,7 @@ def _continued_draw(model, proposal, kwargs, inputs, forward_bins, weight
                                      scale=model.input_scale)
     for name in model.path_sites:
         path = values[name]  # bins 1 .. n_seen - 1; the chain's start is bin 0
-        laplace = trace.nodes.get(f"{name}.laplace")  # a refined path: drawn with its start
+        laplace = trace.nodes.get(laplace_site(name))  # a refined path: drawn with its start
         states = laplace["value"] if laplace is not None else torch.cat(
             [trace.nodes[name]["fn"].start.expand(path.shape[:-2] + path.shape[-1:])
              .unsqueeze(-2), path], dim=-2)

@@ -55,7 +55,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from ..models import sites
 from ..models.base import in_model_coordinates
-from ..models.paths import innovation_scales, previous_states, unit_fisher
+from ..models.paths import MarkovPath, innovation_scales, previous_states, unit_fisher
 from ..models.readouts import Readout
 from .traces import apply_parameter_draw
 
@@ -441,30 +441,22 @@ def _scale_score_and_curvature(model, names, latents, inputs, directions=()):
     in a step along each of ``directions`` in the fields' weights (draw, trial, K + M), and its
     Gauss-Newton curvature (draw, trial, K + M, K + M)."""
     field, solver = model.field, model.solver
-    noise, rho = model.noise_scale().detach(), model.noise_correlation()
-    rho = None if rho is None else rho.detach()
-    n_steps = latents.shape[-2] - 1
-    scales = innovation_scales(noise, rho, n_steps)
-    previous, following = latents[..., :-1, :], latents[..., 1:, :]
-    before = previous_states(latents[..., 0, :], previous)
+    rho = model.noise_correlation()
     u = None if inputs is None else inputs[:, :-1]
-    u_before = None if u is None else previous_states(u[..., 0, :], u)
-    keep = (torch.arange(n_steps, device=latents.device) > 0).to(latents.dtype).unsqueeze(-1)
 
     def innovation(a, weights):  # (draw, trial, time - 1, latent), in units of each step's scale
         hooks = [field.channels[name].register_forward_hook(
             lambda module, args, out, i=i: out * a[..., i, None, None]) for i, name in
             enumerate(names)]
-        try:
+        try:  # the model's own path density, under these weights and scales
             drift = _Field(field, weights)
-            noise_now = following - solver.step(drift, previous, u)
-            if rho is not None:  # the first step's "before" is a stand-in: keep 0
-                noise_now = noise_now - rho * keep * (previous - solver.step(drift, before,
-                                                                             u_before))
+            path = MarkovPath(latents[..., 0, :], lambda z, u: solver.step(drift, z, u),
+                              model.noise_scale().detach(), latents.shape[-2] - 1, u,
+                              correlation=None if rho is None else rho.detach())
+            return path._residual(latents[..., 1:, :])
         finally:
             for hook in hooks:
                 hook.remove()
-        return noise_now / scales
 
     ones = latents.new_ones(latents.shape[:2] + (len(names),))
     weights = _field_weights(model)

@@ -42,7 +42,13 @@ from ..models.paths import GuidedPath, shared_drift
 from .path_laplace import BandError, PathLaplace, path_precision
 from .schedules import exponential_decay
 
-__all__ = ["LocalGuide", "refine"]
+__all__ = ["LocalGuide", "refine", "laplace_site"]
+
+
+def laplace_site(path_site: str) -> str:
+    """The auxiliary site a ``LocalGuide`` draws a Laplace path and its start from together:
+    (trial, time, latent), bin 0 the start."""
+    return f"{path_site}.laplace"
 
 
 class LocalGuide(nn.Module):
@@ -91,7 +97,7 @@ class LocalGuide(nn.Module):
         values = {}
         with pyro.plate(sites.TRIAL_PLATE, num_trials or batch, subsample=trial_index, dim=-1):
             for name, q in self.laplace.items():
-                states = pyro.sample(f"{name}.laplace", q, infer={"is_auxiliary": True})
+                states = pyro.sample(laplace_site(name), q, infer={"is_auxiliary": True})
                 starts = self.paths[name].start_sites
                 for site, part in zip(starts, states[..., 0, :].split(self._dims(starts), -1)):
                     values[site] = pyro.sample(site, dist.Delta(part, event_dim=1))
