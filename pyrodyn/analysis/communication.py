@@ -17,7 +17,8 @@ the state alike), so fitted and true strengths are comparable. Directions with l
 than that (``NEGLIGIBLE_VARIANCE``, e.g. a fitted area's unused dimension) are not counted: A
 hardly moves along them, and a signal there would be divided by the path noise's floor. It is
 computed per posterior draw, so every strength has a posterior interval; the time course is the
-same per bin (over trials) with a band. Where the model carries a posterior over its channels
+same per bin (over trials) with a band. The units (S) are the draws' mean covariance, one for
+the whole posterior, so that the interval is the channel's and not that of the units. Where the model carries a posterior over its channels
 (``parameter_posterior``: ``channel_scale_laplace``, as ``pyrodyn fit`` sets, or
 ``parameter_laplace``), each draw's channels run with their own weights: the interval then covers
 how far the data pin the channels, not only the paths given the fitted weights.
@@ -90,14 +91,16 @@ NEGLIGIBLE_VARIANCE = 0.01
 
 
 def _whitened_power(signal: np.ndarray, target_latents: np.ndarray) -> np.ndarray:
-    """c' S^+ c per (..., trial, time) entry, S the covariance of the target's latents over
-    trials and bins per leading index, S^+ its pseudo-inverse without the negligible
-    directions."""
+    """c' S^+ c per (..., trial, time) entry: S the covariance of the target's latents over
+    trials and bins, averaged over the leading (draw) indices, S^+ its pseudo-inverse without
+    the negligible directions. One S for all draws: per draw, a direction whose variance sits
+    near ``NEGLIGIBLE_VARIANCE`` would be counted in some draws and not in others, and the
+    draws where it is (its signal divided by its tiny variance) would make a spurious tail."""
     centred = target_latents - target_latents.mean(axis=(-3, -2), keepdims=True)
-    flat = centred.reshape(*centred.shape[:-3], -1, centred.shape[-1])
-    cov = np.einsum("...ni,...nj->...ij", flat, flat) / flat.shape[-2]
+    flat = centred.reshape(-1, centred.shape[-3] * centred.shape[-2], centred.shape[-1])
+    cov = np.einsum("sni,snj->ij", flat, flat) / (flat.shape[0] * flat.shape[1])
     precision = np.linalg.pinv(cov, rcond=NEGLIGIBLE_VARIANCE, hermitian=True)
-    return np.einsum("...tbi,...ij,...tbj->...tb", signal, precision, signal)
+    return np.einsum("...tbi,ij,...tbj->...tb", signal, precision, signal)
 
 
 def channel_strengths(signal: np.ndarray, target_latents: np.ndarray, *, bin_time: float = 1.0,

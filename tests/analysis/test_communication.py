@@ -46,6 +46,23 @@ def test_strength_ignores_affine_maps_of_the_target_and_counts_per_bin():
         assert np.isclose(channel_strengths(pushed, still), base)
 
 
+def test_strength_draws_share_one_whitening():
+    # A dimension whose spread sits about the negligible threshold: 0.6% of the largest variance
+    # in one draw, 2% in the other. Whitened per draw, the second draw would count the
+    # signal along it (divided by its tiny variance) and the first not; the draws of one
+    # posterior must be measured in the same units.
+    rng = np.random.default_rng(1)
+    state = rng.normal(size=(5, 20, 2))
+    state = (state - state.mean((0, 1))) / state.reshape(-1, 2).std(0)
+    noise = rng.normal(size=(5, 20, 1))
+    noise = (noise - noise.mean()) / noise.std()
+    draws = np.stack([np.concatenate([state, np.sqrt(v) * noise], -1) for v in (0.006, 0.02)])
+    signal = np.broadcast_to(np.concatenate([0.1 * state, 0.05 * np.ones((5, 20, 1))], -1),
+                             draws.shape)
+    strengths = channel_strengths(signal, draws)
+    assert np.isclose(strengths[0], strengths[1])
+
+
 def test_true_strengths_know_which_channels_exist():
     chain = synthetic.three_area_chain(n_trials=5, n_bins=40, n_neurons=6, seed=0)
     strengths = true_communication_strengths(chain)
