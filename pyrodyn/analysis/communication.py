@@ -18,10 +18,11 @@ than that (``NEGLIGIBLE_VARIANCE``, e.g. a fitted area's unused dimension) are n
 hardly moves along them, and a signal there would be divided by the path noise's floor. It is
 computed per posterior draw, so every strength has a posterior interval; the time course is the
 same per bin (over trials) with a band. The units (S) are the draws' mean covariance, one for
-the whole posterior, so that the interval is the channel's and not that of the units. Where the model carries a posterior over its channels
-(``parameter_posterior``: ``channel_scale_laplace``, as ``pyrodyn fit`` sets, or
-``parameter_laplace``), each draw's channels run with their own weights: the interval then covers
-how far the data pin the channels, not only the paths given the fitted weights.
+the whole posterior, so that the interval is the channel's and not that of the units. Where
+the model carries a posterior over its channels (``parameter_posterior``:
+``channel_scale_laplace``, as ``pyrodyn fit`` sets, or ``parameter_laplace``), each draw's
+channels run with their own weights: the interval then covers how far the data pin the
+channels, not only the paths given the fitted weights.
 
 Example (with the posterior ``post`` of a fitted ``MultiAreaModel``)::
 
