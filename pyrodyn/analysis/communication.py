@@ -107,7 +107,8 @@ def _whitened_power(signal: np.ndarray, target_latents: np.ndarray) -> np.ndarra
 def channel_strengths(signal: np.ndarray, target_latents: np.ndarray, *, bin_time: float = 1.0,
                       per_bin: bool = False) -> np.ndarray:
     """Strength of one channel from (..., trial, time, dim) arrays of its signal and its
-    target's latents: scalars per leading index, or (..., time) with ``per_bin``."""
+    target's latents: scalars per leading index, or (..., time) with ``per_bin``. The leading
+    indices are draws of one posterior: all are whitened by their mean covariance."""
     power = _whitened_power(np.asarray(signal, float), np.asarray(target_latents, float))
     return bin_time * np.sqrt(power.mean(axis=-2 if per_bin else (-2, -1)))
 
