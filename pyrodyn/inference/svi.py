@@ -159,6 +159,23 @@ def _first_bins(batch: SpikeBatch, n_bins: int) -> SpikeBatch:
                       cut(batch.encoder_mask))
 
 
+def _score_first_bins(batch: SpikeBatch, n_bins: int) -> SpikeBatch:
+    """All bins, the likelihood scoring only the first ``n_bins``: the curriculum for a guide
+    whose per-trial sites keep one shape (a stochastic path under an AutoGuide)."""
+    early = torch.arange(batch.spikes.shape[1], device=batch.spikes.device) < n_bins
+    mask = early[:, None].expand(batch.spikes.shape[1:])
+    mask = mask if batch.mask is None else batch.mask & mask
+    return dataclasses.replace(batch, mask=mask)
+
+
+def _shape_fixed_per_trial(model: nn.Module, guide: nn.Module) -> bool:
+    """Whether ``guide`` holds per-trial parameters over sites whose shape follows the bins
+    (a non-amortized AutoGuide over a stochastic path): it cannot take fewer bins."""
+    return bool(getattr(model, "path_sites", None)) and any(
+        isinstance(part, AutoGuide) and not isinstance(part, AmortizedGuide)
+        for part in guide.modules())
+
+
 def fit(
     model: nn.Module,
     guide: nn.Module,
@@ -309,6 +326,7 @@ class _Run:
             raise ValueError(f"batch_size: {options.batch_size} trials cannot be shared by "
                              f"{distributed.world()[1]} processes")
         self.o, self.checkpoint = options, checkpoint
+        self.fixed_bins = _shape_fixed_per_trial(model, guide)
         self.elbo = make_elbo(options.elbo, num_particles=options.num_particles)
         o = options
         resuming = bool(checkpoint and o.resume and checkpoint.exists())
@@ -366,7 +384,8 @@ class _Run:
         batch = train.to_batch(mine, device=o.device)
         at = self.schedule_step(step)
         if o.curriculum is not None:
-            batch = _first_bins(batch, _horizon(o.curriculum, at, train.n_bins))
+            horizon = _horizon(o.curriculum, at, train.n_bins)
+            batch = (_score_first_bins if self.fixed_bins else _first_bins)(batch, horizon)
         kl_scale = min(1.0, (at + 1) / o.kl_warmup) if o.kl_warmup else 1.0
         kwargs = model_args(batch, train.n_trials, kl_scale=kl_scale)
         if o.coordinated_dropout:

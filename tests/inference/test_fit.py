@@ -93,6 +93,25 @@ def test_readout_warmup_trains_the_flow_lift_alone_first(data):
         fit(model, g, train, readout_warmup=OPTIONS["steps"], **OPTIONS)
 
 
+def test_a_per_trial_guide_over_a_stochastic_path_follows_the_curriculum(data):
+    # The guide's per-trial path keeps every bin; the curriculum then scores only the first
+    # bins instead of cutting them, so spikes past the horizon cannot change the early steps.
+    train = data.select("train")
+    later = train.spikes.copy()
+    later[:, 9:] = 7
+    changed = train.replace(spikes=later)
+    runs = []
+    for trials in (train, changed):
+        pyro.set_rng_seed(0)
+        model = LatentODEModel(8, 2, diffusion=0.1)
+        runs.append(fit(model, build_guide("per_trial_normal", model), trials, seed=0,
+                        steps=8, batch_size=6, curriculum=(4, 8), init_from_data=False,
+                        progress=False).losses)
+    assert all(map(math.isfinite, runs[0]))
+    assert runs[0][:6] == runs[1][:6]      # horizons of 4-9 bins: the same bins scored
+    assert runs[0][6:] != runs[1][6:]      # 10 bins and more: the changed ones count
+
+
 def test_a_flow_readout_without_coupling_layers_is_affine():
     from pyrodyn.models.readouts import FlowReadout
 
