@@ -121,9 +121,10 @@ def posterior(model: SpikeModel, guide, data: SpikeData, *, num_samples: int = 1
     Args:
         batch_size: trials per batch (the guide, refinement and model run once per batch).
         include_heldout: let the guide see held-out neurons (default: hidden, as in fitting).
-        refine_steps: move each trial's posterior centre this many steps toward its mode,
-            keeping the guide's spread (``pyrodyn.inference.refine``: closes the amortization
-            gap; 0: the guide's posterior as is).
+        refine_steps: move each trial's posterior centre this many steps toward its mode;
+            a stochastic path then takes the Laplace spread at that mode, other sites keep
+            the guide's (``pyrodyn.inference.refine``: closes the amortization gap; 0: the
+            guide's posterior as is).
         seed: seeds the draws, leaving the caller's generators as they were (None: draw from
             the current random state).
         parameter_draws: where the model has a ``parameter_posterior``, give each draw its own
