@@ -137,7 +137,6 @@ def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision
     Raises:
         ValueError: a model with neither channels nor pyrodyn readouts, or bad arguments.
     """
-    from .guides import per_trial_trials
     from .posterior import posterior
 
     if not prior_precision > 0 or num_draws < 1 or max_trials < 1:
@@ -149,10 +148,7 @@ def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision
     if not readouts and not has_channels:
         raise ValueError(f"model: {type(model).__name__} has no pyrodyn readout or channels "
                          "to put a Laplace posterior on")
-    trials = np.arange(data.n_trials)
-    per_trial = isinstance(guide, torch.nn.Module) and per_trial_trials(guide) is not None
-    if trials.size > max_trials and not per_trial:  # a per-trial guide knows only all trials
-        trials = np.sort(np.random.default_rng(seed).choice(trials, max_trials, replace=False))
+    trials = _some_trials(guide, data.n_trials, max_trials, seed)
     scale = data.n_trials / trials.size
     subset = data.select(trials)
     post = posterior(model, guide, subset, num_samples=num_draws, seed=seed,
@@ -173,6 +169,18 @@ def parameter_laplace(model, guide, data, *, num_draws: int = 4, prior_precision
                                                                device=device)), inputs, scale,
             prior_precision, marginal=marginal)
     return result
+
+
+def _some_trials(guide, n_trials: int, max_trials: int, seed: int) -> np.ndarray:
+    """At most ``max_trials`` of the trials, chosen at random; all of them for a per-trial
+    guide, which knows only the whole set it was fitted on."""
+    from .guides import per_trial_trials
+
+    trials = np.arange(n_trials)
+    per_trial = isinstance(guide, torch.nn.Module) and per_trial_trials(guide) is not None
+    if trials.size > max_trials and not per_trial:
+        trials = np.sort(np.random.default_rng(seed).choice(trials, max_trials, replace=False))
+    return trials
 
 
 def _readouts(model):
@@ -365,7 +373,7 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
 
     Args:
         data: the trials the model was fitted on (at most ``max_trials`` of them, chosen at
-            random, the information scaled up to all).
+            random, the information scaled up to all; per-trial guides use every trial).
         num_draws: path draws per trial (>= 2: the variance needs two).
         refine_steps: per-trial refinement of the draws (``posterior``), as the fit's scores.
         prior_precision: a ``Normal(1, 1 / prior_precision)`` prior on each scale, and
@@ -388,9 +396,7 @@ def channel_scale_laplace(model, guide, data, *, num_draws: int = 16, max_trials
         raise ValueError(f"channel_scale_laplace: needs num_draws >= 2, max_trials >= 1 and "
                          f"prior_precision > 0, got {num_draws}, {max_trials}, "
                          f"{prior_precision}")
-    trials = np.arange(data.n_trials)
-    if trials.size > max_trials:
-        trials = np.sort(np.random.default_rng(seed).choice(trials, max_trials, replace=False))
+    trials = _some_trials(guide, data.n_trials, max_trials, seed)
     subset = data.select(trials)
     post = posterior(model, guide, subset, num_samples=num_draws, seed=seed,
                      refine_steps=refine_steps, parameter_draws=False, names=(sites.LATENTS,))

@@ -305,6 +305,18 @@ def test_forward_prediction_and_evidence_integrate_the_weights_out(fitted_pair):
     assert figures["wide"][1].log_marginal.mean() < point_evidence.log_marginal.mean() - 1.0
 
 
+def test_a_per_trial_guide_gets_channel_scales_from_every_trial(fitted_pair):
+    # such a guide knows only the whole set it was fitted on: no subset of it can be drawn
+    _, _, train, _ = fitted_pair
+    with isolated_rng(0):
+        model = MultiAreaModel.from_data(train, 2, hidden=16, diffusion=0.1)
+        guide = build_guide("per_trial_map", model)
+    fit(model, guide, train, steps=2, seed=0, progress=False)
+    scales = channel_scale_laplace(model, guide, train, num_draws=2, max_trials=5)
+    assert scales.covariance.shape == (2, 2)
+    assert np.isfinite(scales.covariance).all()
+
+
 def test_single_area_models_get_readout_gains_and_bad_arguments_say_what(fitted_pair):
     data = synthetic.lorenz(n_trials=6, n_bins=10, n_neurons=5, seed=0)
     model = LatentODEModel(5, 2, diffusion=0.1)
