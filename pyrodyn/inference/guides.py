@@ -284,7 +284,11 @@ class MAPGuide(AmortizedGuide):
 def per_trial_normal_guide(model: nn.Module, *, init_scale: float = 0.1) -> AutoNormal:
     """Non-amortized mean-field Normal with parameters per trial (AutoNormal, subsampling-aware).
 
-    New trials need refitting: use an amortized guide to generalize.
+    New trials need refitting: use an amortized guide to generalize. Over a stochastic path it
+    is mean-field over every bin, which fits the path to each bin's noise: on two_area (500
+    trials, ``pyrodyn fit --model multi-area --guide per_trial_normal``) the training trials'
+    bits per spike were 146% of the true rates', state R2 0.60 and the channels 10 times too
+    strong. There, prefer the amortized guides, whose paths are Markov chains.
     """
     return AutoNormal(model, init_loc_fn=init_to_median, init_scale=init_scale,
                       create_plates=trial_plate)
