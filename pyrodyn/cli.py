@@ -241,9 +241,9 @@ def _write_communication(model, guide, train, data, run_dir: Path, *,
         print(f"channel {name}: strength {c.strength:.4f} "
               f"[{c.interval[0]:.4f}, {c.interval[1]:.4f}] ({c.level:.0%} interval)"
               + ("" if c.identified else
-                 f"; NOT identified: {c.source}'s state is a function of {c.target}'s on "
-                 f"these data (R2 {c.source_from_target_r2:.2f}), so {c.target}'s own "
-                 "dynamics can stand in for this channel"))
+                 f"; NOT identified: a direction of {c.source}'s state is a function of "
+                 f"{c.target}'s on these data (R2 {c.source_from_target_r2:.2f}), so "
+                 f"{c.target}'s own dynamics can stand in for this channel"))
     for pair in sorted({tuple(sorted((c.source, c.target))) for c in summary.values()
                         if not c.identified}):
         print(f"which of {pair[0]} and {pair[1]} drives the other is not identified by these "

@@ -40,6 +40,7 @@ __all__ = [
     "StateR2",
     "state_r2",
     "nonlinear_state_r2",
+    "knn_held_out_prediction",
     "FixedPointMatch",
     "match_fixed_points",
 ]
@@ -198,8 +199,11 @@ def state_r2(
     )
 
 
-def _knn_held_out_r2(source, target, train, test, neighbours: int,
-                     max_points: int = 50_000) -> float:
+def knn_held_out_prediction(source, target, train, test, neighbours: int = 10,
+                            max_points: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, actual) ``target`` of the ``test`` trials, each (entry, dim), from a
+    ``neighbours``-nearest-neighbour regression on ``source`` (trial, time, dim) fit on the
+    ``train`` trials, in whitened source coordinates."""
     x_train, y_train = _flatten(source[train]), _flatten(target[train])
     if len(x_train) > max_points:  # an even thinning keeps the query time bounded
         keep = np.linspace(0, len(x_train) - 1, max_points).astype(np.int64)
@@ -210,8 +214,12 @@ def _knn_held_out_r2(source, target, train, test, neighbours: int,
     whiten = np.linalg.inv(np.linalg.cholesky(cov)).T
     tree = cKDTree((x_train - centre) @ whiten)
     _, index = tree.query((_flatten(source[test]) - centre) @ whiten, k=neighbours)
-    predicted = y_train[index.reshape(len(index), -1)].mean(axis=1)
-    return float(r2_score(predicted, _flatten(target[test])).mean())
+    return y_train[index.reshape(len(index), -1)].mean(axis=1), _flatten(target[test])
+
+
+def _knn_held_out_r2(source, target, train, test, neighbours: int) -> float:
+    predicted, actual = knn_held_out_prediction(source, target, train, test, neighbours)
+    return float(r2_score(predicted, actual).mean())
 
 
 def nonlinear_state_r2(
