@@ -170,10 +170,11 @@ def _score_first_bins(batch: SpikeBatch, n_bins: int) -> SpikeBatch:
 
 def _shape_fixed_per_trial(model: nn.Module, guide: nn.Module) -> bool:
     """Whether ``guide`` holds per-trial parameters over sites whose shape follows the bins
-    (a non-amortized AutoGuide over a stochastic path): it cannot take fewer bins."""
-    return bool(getattr(model, "path_sites", None)) and any(
-        isinstance(part, AutoGuide) and not isinstance(part, AmortizedGuide)
-        for part in guide.modules())
+    (a non-amortized AutoGuide over a stochastic path): it cannot take fewer bins. An
+    amortized guide's own AutoGuide covers only global sites."""
+    if not getattr(model, "path_sites", None) or isinstance(guide, AmortizedGuide):
+        return False
+    return any(isinstance(part, AutoGuide) for part in guide.modules())
 
 
 def fit(

@@ -112,6 +112,18 @@ def test_a_per_trial_guide_over_a_stochastic_path_follows_the_curriculum(data):
     assert runs[0][6:] != runs[1][6:]      # 10 bins and more: the changed ones count
 
 
+def test_only_a_per_trial_autoguide_over_a_path_keeps_every_bin():
+    from pyro.infer.autoguide import AutoNormal
+
+    path_model, ode = LatentODEModel(8, 2, diffusion=0.1), LatentODEModel(8, 2)
+    amortized = build_guide("normal", path_model)
+    amortized.global_guide = AutoNormal(lambda: None)  # its own part for global sites
+    assert not fit_module._shape_fixed_per_trial(path_model, amortized)   # bins are cut
+    assert fit_module._shape_fixed_per_trial(path_model,
+                                             build_guide("per_trial_normal", path_model))
+    assert not fit_module._shape_fixed_per_trial(ode, build_guide("per_trial_normal", ode))
+
+
 def test_a_flow_readout_without_coupling_layers_is_affine():
     from pyrodyn.models.readouts import FlowReadout
 
