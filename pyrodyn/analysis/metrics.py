@@ -203,7 +203,15 @@ def knn_held_out_prediction(source, target, train, test, neighbours: int = 10,
                             max_points: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, actual) ``target`` of the ``test`` trials, each (entry, dim), from a
     ``neighbours``-nearest-neighbour regression on ``source`` (trial, time, dim) fit on the
-    ``train`` trials, in whitened source coordinates."""
+    ``train`` trials, in whitened source coordinates.
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(20, 30, 2))
+        >>> predicted, actual = knn_held_out_prediction(x, x ** 2, np.arange(15),
+        ...                                             np.arange(15, 20))
+        >>> predicted.shape == actual.shape == (150, 2)
+        True
+    """
     x_train, y_train = _flatten(source[train]), _flatten(target[train])
     if len(x_train) > max_points:  # an even thinning keeps the query time bounded
         keep = np.linspace(0, len(x_train) - 1, max_points).astype(np.int64)
