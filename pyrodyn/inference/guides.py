@@ -287,7 +287,7 @@ def per_trial_normal_guide(model: nn.Module, *, init_scale: float = 0.1) -> Auto
     New trials need refitting: use an amortized guide to generalize. Over a stochastic path it
     is mean-field over every bin, which fits the path to each bin's noise: on two_area (500
     trials, ``pyrodyn fit --model multi-area --guide per_trial_normal``) the training trials'
-    bits per spike were 146% of the true rates', state R2 0.60 and the channels 10 times too
+    bits per spike were 146% of the true rates', state R2 0.60 / 0.77, the channels 10 times too
     strong. There, prefer the amortized guides, whose paths are Markov chains.
     """
     return AutoNormal(model, init_loc_fn=init_to_median, init_scale=init_scale,

@@ -163,9 +163,8 @@ def _score_first_bins(batch: SpikeBatch, n_bins: int) -> SpikeBatch:
     """All bins, the likelihood scoring only the first ``n_bins``: the curriculum for a guide
     whose per-trial sites keep one shape (a stochastic path under an AutoGuide)."""
     early = torch.arange(batch.spikes.shape[1], device=batch.spikes.device) < n_bins
-    mask = early[:, None].expand(batch.spikes.shape[1:])
-    mask = mask if batch.mask is None else batch.mask & mask
-    return dataclasses.replace(batch, mask=mask)
+    mask = early[None, :, None].expand(batch.spikes.shape)  # (trial, time, neuron), as masks are
+    return dataclasses.replace(batch, mask=mask if batch.mask is None else batch.mask & mask)
 
 
 def _shape_fixed_per_trial(model: nn.Module, guide: nn.Module) -> bool:
