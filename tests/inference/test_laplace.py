@@ -108,27 +108,35 @@ def test_channel_curvature_is_that_of_the_path_density(noise_tau, noise_df):
     torch.testing.assert_close(tril @ tril.T, expected, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("noise_tau", [None, 3.0], ids=["white", "correlated"])
-def test_scale_score_and_curvature_are_those_of_the_path_density(noise_tau):
+@pytest.mark.parametrize("noise_tau,n_inputs", [(None, 0), (3.0, 0), (None, 1)],
+                         ids=["white", "correlated", "inputs"])
+def test_scale_score_and_curvature_are_those_of_the_path_density(noise_tau, n_inputs):
     """Per draw and trial, the score in each channel's scale is the derivative of
-    ``MarkovPath``'s log-density with the channel's output scaled, its curvature J'J."""
-    model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1,
-                           noise_tau=noise_tau)
+    ``MarkovPath``'s log-density with the channel's output scaled, its curvature J'J (paths
+    taken 5 at a time: chunks that split the draws and end short)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1,
+                               noise_tau=noise_tau, external_input_dim=n_inputs)
     with torch.no_grad():
         for channel in model.field.channels.values():
             channel.target.fill_(0.5)
+        for area in model.field.fields.values():  # the inputs drive both areas
+            area.linear.weight[:, 1:] = 0.7
     _, latents = _two_area(False)
     g = torch.Generator().manual_seed(3)
     latents = latents[..., :6, :12, :] + 0.05 * torch.randn(3, 6, 12, 2, generator=g)  # 3 draws
+    inputs = torch.randn(6, 12, n_inputs, generator=g) if n_inputs else None
     names = list(model.field.channels)
-    score, gauss_newton = _scale_score_and_curvature(model, names, latents, None)
+    score, gauss_newton = _scale_score_and_curvature(model, names, latents, inputs, chunk=5)
 
     def log_density_and_residual(a):
         hooks = [model.field.channels[name].register_forward_hook(
             lambda module, args, out, i=i: out * a[..., i, None, None])
             for i, name in enumerate(names)]
         prior = MarkovPath(latents[..., 0, :], model.transition, model.noise_scale(),
-                           latents.shape[-2] - 1, correlation=model.noise_correlation())
+                           latents.shape[-2] - 1, None if inputs is None else inputs[:, :-1],
+                           correlation=model.noise_correlation())
         out = prior.log_prob(latents[..., 1:, :]), prior._residual(latents[..., 1:, :])
         for hook in hooks:
             hook.remove()
