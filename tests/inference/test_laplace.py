@@ -198,6 +198,9 @@ def test_integrating_the_fields_out_along_their_stand_in_directions_is_exact():
     assert [set(d) for d in directions] == [set(_field_weights(model))] * 2
     gram = _transition_gram(model, latents, None, {n: torch.zeros(()) for n in names},
                             _field_weights(model)) * (2.0 / latents.shape[0])
+    in_blocks = _transition_gram(model, latents, None, {n: torch.zeros(()) for n in names},
+                                 _field_weights(model), block=4) * (2.0 / latents.shape[0])
+    torch.testing.assert_close(in_blocks, gram)  # 6 columns in blocks of 4: the same matrix
     gram.diagonal().add_(1.0)
     exact = torch.linalg.inv(gram.double())[:2, :2].float()
     marginal = _scale_covariance(model, names, latents, None, 2.0, 1.0, directions)
