@@ -66,7 +66,7 @@ __all__ = ["ParameterPosterior", "parameter_laplace", "ChannelScales", "channel_
 # directions along which the scales' information is then taken (by Louis' identity, every draw).
 # On bidirectional_pair's (d) fit, 1, 2, 4 and 8 draws gave sds within 0.0001 of each other;
 # on the seed-2 chain's, all 16 gave the true channels' sds within 0.6% of these 2 draws', and
-# other pairs of draws up to 14% wider (README (d), "The channel scales in half the time").
+# other pairs of draws up to 14% wider (README (d), "The channel scales in 60% of the time").
 FIELD_DRAWS = 2
 
 
