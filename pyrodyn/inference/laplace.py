@@ -15,7 +15,11 @@ over perturbations of the weights the results are read from, centred on the fit:
   where an area's own dynamics can stand in for a channel (phase-locked areas) the channel's
   interval widens instead of staying at the fitted split.
 - **Readout gains** (every readout). Each neuron's log-rate gets an affine perturbation
-  ``dW_n z + db_n`` with the Fisher information of its likelihood at the guide's latents.
+  ``dW_n z + db_n``, plus, where the readout has a shape of its own per neuron (the plane
+  readout's monotone link: ``Readout.shape_features``), a linearised perturbation of that
+  shape's parameters, with the Fisher information of its likelihood at the guide's latents.
+  A saturation the fit placed with few spikes then stays as uncertain as those spikes leave
+  it (README (g), "A saturating embedding").
 
 ``channel_scale_laplace`` is narrower in what it covers and right about how much: a Gaussian over
 each channel's scale (its output times ``a``) whose information is the observed one, the paths'
@@ -32,11 +36,13 @@ are never drawn (``channel_scale_laplace`` integrates them out of the scales; in
 
 ``posterior`` applies one parameter draw per posterior draw (``apply_parameter_draw``, in
 ``pyrodyn.inference.traces``), so the uncertainty reaches "comm.A<-B", "rates" and
-"log_likelihood" (and, for deterministic ODE models, "latents"). ``pyrodyn fit --set
-parameter_prior=1`` computes it and writes parameters.pt to the run folder. It is opt-in:
-measured on multi-area fits (README, benchmark (g)) it barely widens true channels, widens
-absent ones past the acceptance bound and makes the rates' intervals too wide, because the
-path and the weights are drawn independently.
+"log_likelihood" (and, for deterministic ODE models, "latents"). ``pyrodyn fit`` computes it
+for one-area models (the recipe's ``parameter_prior: auto``, ``attach_parameter_posterior``)
+and writes parameters.pt to the run folder: without it the rates' intervals run too narrow
+where the fitted link is off (README (g), "A saturating embedding"). Multi-area models get
+``channel_scale_laplace`` instead: measured on their fits, this posterior barely widens true
+channels, widens absent ones past issue 15's bound and makes the rates' intervals too wide,
+because the path and the weights are drawn independently.
 
 Example (with a fitted ``model`` and ``guide``)::
 
@@ -79,8 +85,9 @@ class ParameterPosterior:
             (target_dim, features), in the order of ``channel_scale_tril``'s rows.
         channel_scale_tril: (P, P) Cholesky factor of the channels' joint covariance (None:
             no channels).
-        readouts: readout module path (e.g. "readouts.A") -> (neuron, latent + 1, latent + 1)
-            Cholesky factors, one per neuron, over (gain row, baseline).
+        readouts: readout module path (e.g. "readouts.A") -> (neuron, F, F) Cholesky
+            factors, one per neuron, over (gain row, baseline, then the readout's
+            ``shape_features``): F = latent + 1 + the number of those.
         prior_precision: the Gaussian prior's precision per weight.
     """
 
@@ -91,7 +98,7 @@ class ParameterPosterior:
 
     def sample(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One draw: module path -> perturbation (channels (target, features); readouts
-        (neuron, latent + 1), gain columns then the baseline)."""
+        (neuron, F), gain columns, the baseline, then the shape's: ``readout_perturbation``)."""
         draw = {}
         if self.channels:
             tril = self.channel_scale_tril
@@ -197,12 +204,12 @@ def _readouts(model):
 
 @torch.no_grad()
 def _readout_scale_tril(readout, likelihood, latents, spikes, mask, scale, precision):
-    """Per neuron, the Cholesky factor of (Fisher information of (gain, baseline) + prior)^-1;
-    latents (draw, trial, time, latent), spikes (trial, time, neuron)."""
-    features = torch.cat([latents, torch.ones_like(latents[..., :1])], -1)
+    """Per neuron, the Cholesky factor of (Fisher information of (gain, baseline, shape) +
+    prior)^-1; latents (draw, trial, time, latent), spikes (trial, time, neuron)."""
     information = 0.0
-    for x in features:  # one draw at a time: bounded memory
-        output = readout(x[..., :-1])
+    for z in latents:  # one draw at a time: bounded memory
+        output = readout(z)
+        x = _readout_features(readout, z)
         with torch.enable_grad():  # the likelihood's curvature in each log-rate, elementwise
             eta = output.detach().requires_grad_()
             log_p = likelihood.distribution(eta).log_prob(spikes).sum()
@@ -211,10 +218,25 @@ def _readout_scale_tril(readout, likelihood, latents, spikes, mask, scale, preci
         weight = (-curvature).clamp_min(0)
         if mask is not None:
             weight = weight * mask
-        information = information + torch.einsum("ktn,kti,ktj->nij", weight, x, x)
-    information = information * (scale / features.shape[0])
-    eye = torch.eye(features.shape[-1], dtype=features.dtype, device=features.device)
-    return torch.linalg.cholesky(torch.linalg.inv(information + precision * eye)).cpu()
+        # summed in double precision, 64 trials at a time: a link's shape parameters can be
+        # nearly collinear with the gains (its slope with the gain row), and float32's rounding
+        # of the sums then leaves the information matrix indefinite (`make demo`'s fit)
+        for w, f in zip(weight.double().split(64), x.double().split(64)):
+            information = information + torch.einsum("ktn,ktni,ktnj->nij", w, f, f)
+    information = information * (scale / latents.shape[0])
+    eye = torch.eye(information.shape[-1], dtype=information.dtype, device=information.device)
+    covariance = torch.linalg.inv(information + precision * eye)
+    covariance = 0.5 * (covariance + covariance.mT)
+    return torch.linalg.cholesky(covariance).to(latents.dtype).cpu()
+
+
+def _readout_features(readout, z):
+    """(trial, time, neuron, F): what each neuron's log-rate perturbation multiplies: ``z``,
+    1, then the readout's ``shape_features`` (``readout_perturbation``'s order)."""
+    shared = torch.cat([z, torch.ones_like(z[..., :1])], -1)
+    shared = shared.unsqueeze(-2).expand(*z.shape[:-1], readout.n_neurons, shared.shape[-1])
+    own = readout.shape_features(z)
+    return shared if own is None else torch.cat([shared, own], -1)
 
 
 class _Field:

@@ -26,7 +26,8 @@ from ..data.spikes import SpikeBatch
 from ..models.communication import Channel
 from ..models.readouts import Readout
 
-__all__ = ["model_args", "replay", "model_device", "apply_parameter_draw", "draw_parameters"]
+__all__ = ["model_args", "replay", "model_device", "apply_parameter_draw", "draw_parameters",
+           "readout_perturbation"]
 
 
 def model_device(model, device: str | torch.device | None = None) -> torch.device:
@@ -92,7 +93,7 @@ def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) 
                     return out + channel.features(args[0]) @ delta.T
             elif isinstance(module, Readout):
                 def hook(readout, args, out, delta=delta):
-                    return out + args[0] @ delta[:, :-1].T + delta[:, -1]
+                    return out + readout_perturbation(readout, args[0], delta)
             else:
                 raise ValueError(f"parameter draw: {path!r} is neither a channel nor a readout")
             handles.append(module.register_forward_hook(hook))
@@ -100,6 +101,17 @@ def apply_parameter_draw(model: torch.nn.Module, draw: dict[str, torch.Tensor]) 
     finally:
         for handle in handles:
             handle.remove()
+
+
+def readout_perturbation(readout: Readout, z: torch.Tensor, delta: torch.Tensor
+                         ) -> torch.Tensor:
+    """The change of ``readout(z)``'s log-rates under one draw ``delta`` (neuron, F): gains on
+    ``z``, the baseline, then the readout's ``shape_features`` where the draw has them."""
+    latent = z.shape[-1]
+    change = z @ delta[:, :latent].T + delta[:, latent]
+    if delta.shape[1] > latent + 1:
+        change = change + (readout.shape_features(z) * delta[:, latent + 1:]).sum(-1)
+    return change
 
 
 def draw_parameters(model, num_draws: int, seed: int | None

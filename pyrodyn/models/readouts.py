@@ -53,6 +53,11 @@ class Readout(nn.Module):
         """Per-trial log-prior of this readout's shape given its own output; None: none."""
         return None
 
+    def shape_features(self, z: torch.Tensor) -> torch.Tensor | None:
+        """(..., neuron, K): each neuron's own directions of change of its log-rate beyond an
+        affine one in ``z`` (``parameter_laplace`` puts a posterior on them); None: none."""
+        return None
+
     def reported_basis(self) -> torch.Tensor | None:
         """The map M (latent, latent) from the model's latent coordinates to the ones it
         reports (``z_reported = M z``); None: the model's own. See ``orthonormal_basis``."""
@@ -258,6 +263,16 @@ class MonotoneLink(nn.Module):
         at_zero = (amplitude * torch.tanh(self.shift)).sum(-1)   # per neuron, not per entry
         return slope * u + (amplitude * units).sum(-1) - at_zero
 
+    def parameter_jacobian(self, u: torch.Tensor) -> torch.Tensor:
+        """(..., neuron, 1 + 3 units): the derivatives of ``g(u)`` in each neuron's ``a``, then
+        its ``c_k``, ``s_k`` and ``t_k``: the ways its link can change shape."""
+        _, amplitude, sharpness = self._parts()
+        u = u.unsqueeze(-1)
+        units = torch.tanh(torch.addcmul(self.shift, sharpness, u))
+        at_zero = torch.tanh(self.shift)
+        return torch.cat([u, units - at_zero, amplitude * (1 - units ** 2) * u,
+                          amplitude * (at_zero ** 2 - units ** 2)], -1)
+
     def inverse(self, y: torch.Tensor, *, iterations: int = 60) -> torch.Tensor:
         """``u`` with ``g(u) = y``, by bisection: ``|g(u) - a u| <= 2 sum_k c_k`` brackets it."""
         slope, amplitude, _ = self._parts()
@@ -332,6 +347,13 @@ class PlaneReadout(Readout):
         if self.link is not None:
             plane = self.link(plane)
         return -0.5 * self.bend_precision * (log_rates - plane - self.bias).pow(2).sum((-2, -1))
+
+    def shape_features(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The link's parameter derivatives (``MonotoneLink.parameter_jacobian``) where it has
+        one: a saturation or threshold the fit placed with few spikes stays uncertain."""
+        if self.link is None:
+            return None
+        return self.link.parameter_jacobian(z @ self.weight.T + self._bend(z))
 
     def reported_basis(self) -> torch.Tensor:
         return orthonormal_basis(self.weight)

@@ -30,10 +30,11 @@ from pyrodyn.inference.laplace import (
     _transition_gram,
     channel_scale_laplace,
 )
+from pyrodyn.inference.traces import readout_perturbation
 from pyrodyn.models import LatentODEModel, MultiAreaModel
 from pyrodyn.models.likelihoods import PoissonLikelihood
 from pyrodyn.models.paths import MarkovPath
-from pyrodyn.models.readouts import AffineReadout
+from pyrodyn.models.readouts import AffineReadout, PlaneReadout
 
 
 def test_readout_curvature_is_the_poisson_fisher_information():
@@ -49,6 +50,45 @@ def test_readout_curvature_is_the_poisson_fisher_information():
         fisher = 3.0 * torch.einsum("dkt,dkti,dktj->ij", rates[..., n], x, x) / 2
         expected = torch.linalg.inv(fisher + 0.5 * torch.eye(3))
         torch.testing.assert_close(tril[n] @ tril[n].T, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_monotone_link_gets_a_posterior_over_its_shape():
+    """The plane readout's link adds its parameters' derivatives to the features: the Fisher
+    information is over (gain, baseline, link shape), and a draw moves the log-rates as
+    changing the link's parameters by it would, to first order."""
+    g = torch.Generator().manual_seed(0)
+    readout = PlaneReadout(2, 3, link="monotone")
+    with torch.no_grad():
+        for parameter in readout.link.parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=g))
+    latents = torch.randn(2, 5, 7, 2, generator=g)
+    spikes = torch.poisson(torch.full((5, 7, 3), 2.0), generator=g)
+    tril = _readout_scale_tril(readout, PoissonLikelihood(), latents, spikes, None, 3.0, 0.5)
+    assert tril.shape == (3, 10, 10)  # 2 gains, the baseline, a, c_1, c_2, s_1, s_2, t_1, t_2
+    with torch.no_grad():
+        rates = readout(latents).exp()
+        shape = readout.shape_features(latents)
+    x = torch.cat([latents, torch.ones_like(latents[..., :1])], -1)
+    for n in range(3):
+        xn = torch.cat([x, shape[..., n, :]], -1).double()  # nearly collinear: in double
+        fisher = 3.0 * torch.einsum("dkt,dkti,dktj->ij", rates[..., n].double(), xn, xn) / 2
+        expected = torch.linalg.inv(fisher + 0.5 * torch.eye(10, dtype=torch.float64))
+        covariance = tril[n].double() @ tril[n].double().T
+        torch.testing.assert_close(covariance, expected, rtol=1e-3, atol=1e-5)
+
+    delta = 1e-5 * torch.randn(3, 10, generator=g, dtype=torch.float64)
+    readout, z = readout.double(), latents[0].double()
+    with torch.no_grad():
+        change = readout_perturbation(readout, z, delta)
+        before = readout(z)
+        link = readout.link
+        slope, amplitude, sharpness = link._parts()
+        link.raw_slope.copy_(torch.log(torch.expm1(slope - 1e-3 + delta[:, 3])))
+        link.raw_amplitude.copy_(torch.log(torch.expm1(amplitude + delta[:, 4:6])))
+        link.raw_sharpness.copy_(torch.log(torch.expm1(sharpness + delta[:, 6:8])))
+        link.shift.add_(delta[:, 8:10])
+        moved = readout(z) + z @ delta[:, :2].T + delta[:, 2]
+    torch.testing.assert_close(change, moved - before, rtol=1e-4, atol=1e-10)
 
 
 def _two_area(copy_source: bool):
