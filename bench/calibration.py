@@ -6,7 +6,9 @@ equal-tailed 50% and 90% intervals (``pyrodyn.analysis.coverage``): the true rat
 rate draws, and the true latents against the latent draws mapped into the truth's coordinates by
 the affine map fit on the training trials' posterior means. Also prints the accuracy figures of
 the same fit, with forward prediction (``fp_bps``: the last 20 bins of each test trial predicted
-from the 80 before them). Run from the repository root:
+from the 80 before them). Where the recipe puts a Laplace posterior on the readout
+(``parameter_prior``, by default on one-area models), the rates' coverage given the fitted
+weights is printed beside it (``*_fitted_weights``). Run from the repository root:
 
     .venv/bin/python bench/calibration.py
     .venv/bin/python bench/calibration.py --set diffusion=0.3
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from pyrodyn.analysis import apply_affine, coverage, fit_affine
-from pyrodyn.config import RunConfig, build_run
+from pyrodyn.config import RunConfig, attach_parameter_posterior, build_run
 from pyrodyn.data import synthetic
 from pyrodyn.inference import evaluate, fit, posterior, posterior_means
 
@@ -57,6 +59,9 @@ def main(argv=None) -> dict:
     result = fit(model, guide, train, valid=valid, progress=False,
                  options=config.fit_options())
     wall = time.perf_counter() - start
+    start = time.perf_counter()
+    attach_parameter_posterior(config, model, guide, train)
+    laplace_seconds = time.perf_counter() - start
     refine = config.refine_steps
     scores = evaluate(model, guide, train, test, refine_steps=refine,
                       forward_bins=args.forward_bins)
@@ -70,11 +75,16 @@ def main(argv=None) -> dict:
     width = np.diff(np.quantile(aligned, [0.05, 0.95], axis=0), axis=0).mean()
     row = dict(system=args.system, neurons=args.neurons, overrides=args.set, steps=result.steps,
                latent_interval_width_90=float(width),
-               fit_seconds=round(wall, 1),
+               fit_seconds=round(wall, 1), laplace_seconds=round(laplace_seconds, 1),
                **{f"rates_coverage_{int(100 * k)}": v for k, v in rates.items()},
                **{f"latents_coverage_{int(100 * k)}": v for k, v in latents.items()},
                bps_ratio=scores["bits_per_spike"] / scores["true_bits_per_spike"],
                fp_bps_ratio=scores["fp_bps"] / scores["true_fp_bps"], **scores)
+    if model.parameter_posterior is not None:  # what the weights' posterior adds
+        fitted = posterior(model, guide, test, num_samples=args.num_samples, refine_steps=refine,
+                           parameter_draws=False)
+        row.update({f"rates_coverage_{int(100 * k)}_fitted_weights": v
+                    for k, v in coverage(fitted.draws["rates"], test.truth.rates, levels).items()})
     if args.heldout:  # the true rates' co-bps is the ceiling of the model's
         row["co_bps_ratio"] = scores["co_bps"] / scores["true_co_bps"]
     diffusion = getattr(model, "diffusion", None)

@@ -169,8 +169,7 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     if not main_process:
         return None
     save_state(run_dir / "model.pt", model, guide)
-    if config.parameter_prior is not None:
-        _write_parameter_posterior(model, guide, train, run_dir, config)
+    _write_parameter_posterior(model, guide, train, run_dir, config)
     runs.write_json(run_dir / "losses.json", {
         "losses": result.losses, "valid": result.valid, "best_step": result.best_step,
         "elapsed": result.elapsed, "stop_reason": result.stop_reason})
@@ -192,15 +191,16 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
 
 
 def _write_parameter_posterior(model, guide, train, run_dir: Path, config) -> None:
-    """The Laplace posterior over channel and readout weights: parameters.pt, and the model
-    carries it into every posterior draw from here on."""
-    from .inference import parameter_laplace, write_state
+    """The recipe's Laplace posterior over readout and channel weights, where it has one:
+    parameters.pt, and the model carries it into every posterior draw from here on."""
+    from .config import attach_parameter_posterior
+    from .inference import write_state
 
     start = time.perf_counter()
-    model.parameter_posterior = parameter_laplace(
-        model, guide, train, prior_precision=config.parameter_prior, seed=config.seed)
+    if attach_parameter_posterior(config, model, guide, train) is None:
+        return
     write_state(run_dir / "parameters.pt", model.parameter_posterior.state_dict())
-    what = ", ".join(["readout gains"] * bool(model.parameter_posterior.readouts)
+    what = ", ".join(["readout weights"] * bool(model.parameter_posterior.readouts)
                      + ["channels"] * bool(model.parameter_posterior.channels))
     print(f"parameter uncertainty: Laplace posterior over the {what} in "
           f"{time.perf_counter() - start:.0f} s; wrote {run_dir / 'parameters.pt'}")

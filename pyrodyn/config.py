@@ -18,12 +18,12 @@ import yaml
 
 from .data.spikes import SpikeData
 
-__all__ = ["RunConfig", "build_model", "build_run"]
+__all__ = ["RunConfig", "attach_parameter_posterior", "build_model", "build_run"]
 
 
 # Options added after runs were first saved, with the value every earlier run had.
 _BEFORE_ADDED = {"noise_tau": None, "learn_noise_tau": True, "noise_df": None,
-                 "readout_link": "identity"}
+                 "readout_link": "identity", "parameter_prior": None}
 
 
 @dataclass
@@ -98,10 +98,13 @@ class RunConfig:
     # posterior: per-trial refinement steps after the guide (``posterior(refine_steps=...)``);
     # converged by 50: 25, 50 and 100 give the same scores to 4 digits (README, (c))
     refine_steps: int = 50
-    # posterior: precision of the prior of a Laplace posterior over channel and readout weights
-    # (``pyrodyn.inference.laplace``; null, the default: point estimates. Opt-in because it
-    # over-covers the rates and widens absent channels: README, benchmark (g))
-    parameter_prior: float | None = None
+    # posterior: precision of the prior of a Laplace posterior over readout and channel weights
+    # (``pyrodyn.inference.laplace``, ``attach_parameter_posterior``). "auto", the default: 1
+    # for one-area models, whose rates' intervals run too narrow without it (README (g), "A
+    # saturating embedding"); none for multi-area models, whose rates already over-cover and
+    # whose channels get the scale posterior instead (``channel_scale_laplace``). null: the
+    # fitted weights, point estimates
+    parameter_prior: float | str | None = "auto"
 
     @property
     def path_noise_tau(self) -> float | None:
@@ -112,6 +115,15 @@ class RunConfig:
     def path_noise_df(self) -> float | None:
         """``noise_df`` where there is a stochastic path, else None."""
         return None if self.diffusion is None else self.noise_df
+
+    def parameter_prior_for(self, model) -> float | None:
+        """The Laplace prior precision ``parameter_prior`` gives ``model`` (None: no weight
+        posterior); "auto" is 1 for a one-area model and None for a multi-area one."""
+        from .models import MultiAreaModel
+
+        if self.parameter_prior != "auto":
+            return self.parameter_prior
+        return None if isinstance(model, MultiAreaModel) else 1.0
 
     def readout_options(self) -> dict[str, Any]:
         """The options of ``readout`` this config sets (``build_readout``'s keywords)."""
@@ -143,7 +155,11 @@ class RunConfig:
         check_number("config: coupling_prior", self.coupling_prior, low=0)
         check_number("config: diffusion_prior", self.diffusion_prior, low=0)
         check_number("config: bend_precision", self.bend_precision, low=0)
-        if self.parameter_prior is not None:
+        if isinstance(self.parameter_prior, str):
+            if self.parameter_prior != "auto":
+                raise ValueError(f"config: parameter_prior must be a number > 0, auto or null, "
+                                 f"got {self.parameter_prior!r}")
+        elif self.parameter_prior is not None:
             check_number("config: parameter_prior", self.parameter_prior, low=0, low_open=True)
         if self.diffusion is not None:
             check_number("config: diffusion", self.diffusion, low=0, low_open=True)
@@ -256,6 +272,27 @@ def build_model(config: RunConfig, data: SpikeData):
     named ``SpikeModel`` class (a ``LatentODEModel``, the ``MultiAreaModel`` over the data's
     areas, or a user's subclass)."""
     return model_class(config.model).from_config(config, data)
+
+
+def attach_parameter_posterior(config: RunConfig, model, guide, train: SpikeData):
+    """After the fit: the recipe's Laplace posterior over the readout (and channel) weights
+    (``config.parameter_prior_for(model)``), put on ``model`` so that every posterior draw
+    carries it. Returns it, or None where the recipe asks for none.
+
+    Example::
+
+        fit(model, guide, train, options=config.fit_options())
+        attach_parameter_posterior(config, model, guide, train)
+        post = posterior(model, guide, test)   # the rates carry the readout's uncertainty
+    """
+    from .inference import parameter_laplace
+
+    prior = config.parameter_prior_for(model)
+    if prior is None:
+        return None
+    model.parameter_posterior = parameter_laplace(model, guide, train, prior_precision=prior,
+                                                  seed=config.seed)
+    return model.parameter_posterior
 
 
 def build_run(config: RunConfig, data: SpikeData):

@@ -57,7 +57,9 @@ def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
         threads_after = torch.get_num_threads()
     assert code == 0
     assert threads_seen and set(threads_seen) == {1} and threads_after == 2
-    for name in ("config.yaml", "checkpoint.pt", "model.pt", "losses.json", "metrics.json"):
+    # parameters.pt: a one-area fit's readout gains get their Laplace posterior by default
+    for name in ("config.yaml", "checkpoint.pt", "model.pt", "losses.json", "metrics.json",
+                 "parameters.pt"):
         assert (run / name).is_file(), name
     losses = json.loads((run / "losses.json").read_text())
     assert len(losses["losses"]) == 6 and [v["step"] for v in losses["valid"]] == [3, 6]
@@ -118,7 +120,7 @@ def test_multi_area_fit_posterior_evaluate(tmp_path, capsys):
     assert set(channels) == {"A<-B", "B<-A"}
     assert channels["B<-A"]["scale_sd"] is None  # the weights' Laplace already widens them
     assert (run / "communication.png").is_file()
-    assert "Laplace posterior over the readout gains, channels" in printed
+    assert "Laplace posterior over the readout weights, channels" in printed
     assert (run / "parameters.pt").is_file()  # posterior and evaluate draw the weights from it
     out = tmp_path / "post.nc"
     assert main(["posterior", str(run), str(data_path), "--out", str(out),
@@ -135,6 +137,7 @@ def test_multi_area_fit_posterior_evaluate(tmp_path, capsys):
                  "--set", "hidden=16", "--set", "refine_steps=2", "--quiet"]) == 0
     channels = json.loads((run / "communication.json").read_text())
     assert channels["B<-A"]["scale_sd"] > 0 and (run / "channel_scales.pt").is_file()
+    assert not (run / "parameters.pt").exists()  # parameter_prior "auto": none on many areas
     assert main(["posterior", str(run), str(data_path), "--out", str(out),
                  "--num-samples", "3"]) == 0
     assert az.from_netcdf(str(out)).posterior.attrs["parameter_uncertainty"] == "laplace"

@@ -84,3 +84,29 @@ def test_a_saved_run_rebuilds_the_model_it_was_fitted_with(tmp_path):
     del saved["readout_link"]  # a run from before the plane readout's link
     path.write_text(yaml.safe_dump(saved))
     assert RunConfig.from_run(path).readout_link == "identity"
+    del saved["parameter_prior"]  # a run from before the weights' Laplace posterior
+    path.write_text(yaml.safe_dump(saved))
+    assert RunConfig.from_run(path).parameter_prior is None
+
+
+def test_parameter_prior_auto_puts_a_weight_posterior_on_one_area_models_only():
+    from pyrodyn.config import attach_parameter_posterior, build_run
+    from pyrodyn.data import synthetic
+
+    one = synthetic.lorenz(n_trials=4, n_bins=10, n_neurons=6, seed=0)
+    two = synthetic.two_area(n_trials=4, n_bins=10, n_neurons=4, seed=0)
+    config = RunConfig()
+    assert config.parameter_prior == "auto"
+    model, guide = build_run(config, one)
+    assert config.parameter_prior_for(model) == 1.0
+    laplace = attach_parameter_posterior(config, model, guide, one)
+    assert model.parameter_posterior is laplace and set(laplace.readouts) == {"readout"}
+    areas, area_guide = build_run(RunConfig(model="multi_area", latent_dim=2), two)
+    assert attach_parameter_posterior(RunConfig(), areas, area_guide, two) is None
+    assert areas.parameter_posterior is None  # its channels get the scale posterior instead
+    assert RunConfig(parameter_prior=2).parameter_prior_for(areas) == 2
+    unset, _ = build_run(RunConfig(parameter_prior=None), one)
+    assert RunConfig(parameter_prior=None).parameter_prior_for(unset) is None
+    for bad in ("always", 0):
+        with pytest.raises(ValueError, match="parameter_prior"):
+            RunConfig(parameter_prior=bad)
