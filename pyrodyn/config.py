@@ -23,7 +23,8 @@ __all__ = ["RunConfig", "attach_parameter_posterior", "build_model", "build_run"
 
 # Options added after runs were first saved, with the value every earlier run had.
 _BEFORE_ADDED = {"noise_tau": None, "learn_noise_tau": True, "noise_df": None,
-                 "readout_link": "identity", "parameter_prior": None}
+                 "readout_link": "identity", "parameter_prior": None,
+                 "diffusion_prior": 0.0}
 
 
 @dataclass
@@ -58,10 +59,12 @@ class RunConfig:
     # Student-t degrees of freedom of the path's innovations, learned from this start (None,
     # the default: Gaussian; README (f): 4 selected no better, and the fits make it 24-112)
     noise_df: float | None = None
-    # rate of an exponential prior on each path dimension's sigma (0: none). Opt-in: 1000
-    # brings the default multi-area fits' coverage inside issue 15's targets but narrows their
-    # channels' intervals past the truth (README (g), "A prior on the path's noise")
-    diffusion_prior: float = 0.0
+    # rate of an exponential prior on each path dimension's sigma (0: none). "auto", the
+    # default: 1000 where the readout has a posterior of its own (``parameter_prior``: one-area
+    # models), so that the path's noise need not stand in for the readout's error; 0 on
+    # multi-area models, whose channels' intervals it narrows past the truth (README (g), "A
+    # prior on the path's noise" and "The readout's posterior by default")
+    diffusion_prior: float | str = "auto"
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
     comm_rank: int = 1
@@ -121,9 +124,20 @@ class RunConfig:
         posterior); "auto" is 1 for a one-area model and None for a multi-area one."""
         from .models import MultiAreaModel
 
+        return self._parameter_prior(multi_area=isinstance(model, MultiAreaModel))
+
+    def _parameter_prior(self, *, multi_area: bool) -> float | None:
         if self.parameter_prior != "auto":
             return self.parameter_prior
-        return None if isinstance(model, MultiAreaModel) else 1.0
+        return None if multi_area else 1.0
+
+    def diffusion_prior_for(self, *, multi_area: bool) -> float:
+        """The rate ``diffusion_prior`` gives a model's path noise: "auto" is 1000 where the
+        readout gets a posterior of its own and the path is stochastic, else 0."""
+        if self.diffusion_prior != "auto":
+            return self.diffusion_prior
+        readout_posterior = self._parameter_prior(multi_area=multi_area) is not None
+        return 1000.0 if readout_posterior and self.diffusion is not None else 0.0
 
     def readout_options(self) -> dict[str, Any]:
         """The options of ``readout`` this config sets (``build_readout``'s keywords)."""
@@ -153,13 +167,14 @@ class RunConfig:
         for name in ("input_scale", "step_size"):
             check_number(f"config: {name}", getattr(self, name), low=0, low_open=True)
         check_number("config: coupling_prior", self.coupling_prior, low=0)
-        check_number("config: diffusion_prior", self.diffusion_prior, low=0)
+        for name in ("parameter_prior", "diffusion_prior"):  # "auto": the recipe's choice
+            if isinstance(getattr(self, name), str) and getattr(self, name) != "auto":
+                raise ValueError(f"config: {name} must be a number or auto, got "
+                                 f"{getattr(self, name)!r}")
+        if self.diffusion_prior != "auto":
+            check_number("config: diffusion_prior", self.diffusion_prior, low=0)
         check_number("config: bend_precision", self.bend_precision, low=0)
-        if isinstance(self.parameter_prior, str):
-            if self.parameter_prior != "auto":
-                raise ValueError(f"config: parameter_prior must be a number > 0, auto or null, "
-                                 f"got {self.parameter_prior!r}")
-        elif self.parameter_prior is not None:
+        if self.parameter_prior != "auto" and self.parameter_prior is not None:
             check_number("config: parameter_prior", self.parameter_prior, low=0, low_open=True)
         if self.diffusion is not None:
             check_number("config: diffusion", self.diffusion, low=0, low_open=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pyrodyn.analysis import apply_affine, coverage, fit_affine
-from pyrodyn.config import RunConfig, build_run
+from pyrodyn.config import RunConfig, attach_parameter_posterior, build_run
 from pyrodyn.data import synthetic
 from pyrodyn.inference import evaluate, fit, posterior
 
@@ -27,6 +27,7 @@ def fit_recipe(data, *, steps, budget, **changes):
     model, guide = build_run(config, train)
     fit(model, guide, train, valid=data.select("valid"), progress=False,
         options=config.fit_options())
+    attach_parameter_posterior(config, model, guide, train)  # the recipe's, as `pyrodyn fit`
     return model, guide
 
 

@@ -87,9 +87,12 @@ def test_a_saved_run_rebuilds_the_model_it_was_fitted_with(tmp_path):
     del saved["parameter_prior"]  # a run from before the weights' Laplace posterior
     path.write_text(yaml.safe_dump(saved))
     assert RunConfig.from_run(path).parameter_prior is None
+    del saved["diffusion_prior"]  # a run from before the prior on the path's noise
+    path.write_text(yaml.safe_dump(saved))
+    assert RunConfig.from_run(path).diffusion_prior == 0.0
 
 
-def test_parameter_prior_auto_puts_a_weight_posterior_on_one_area_models_only():
+def test_auto_priors_give_one_area_models_a_readout_posterior_and_a_quieter_path():
     from pyrodyn.config import attach_parameter_posterior, build_run
     from pyrodyn.data import synthetic
 
@@ -110,3 +113,15 @@ def test_parameter_prior_auto_puts_a_weight_posterior_on_one_area_models_only():
     for bad in ("always", 0):
         with pytest.raises(ValueError, match="parameter_prior"):
             RunConfig(parameter_prior=bad)
+
+    # diffusion_prior "auto": the path's noise gets its prior where the readout has a
+    # posterior to carry its error (README (g), "The readout's posterior by default")
+    assert config.diffusion_prior == "auto" and model.diffusion.prior_rate == 1000
+    assert areas.diffusion.prior_rate == 0
+    assert unset.diffusion.prior_rate == 0
+    ode, _ = build_run(RunConfig(diffusion=None), one)  # no path, no prior on its noise
+    assert ode.diffusion is None
+    chosen, _ = build_run(RunConfig(diffusion_prior=5), one)
+    assert chosen.diffusion.prior_rate == 5
+    with pytest.raises(ValueError, match="diffusion_prior must be a number or auto"):
+        RunConfig(diffusion_prior="some")
