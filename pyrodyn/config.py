@@ -121,10 +121,12 @@ class RunConfig:
 
     def parameter_prior_for(self, model) -> float | None:
         """The Laplace prior precision ``parameter_prior`` gives ``model`` (None: no weight
-        posterior); "auto" is 1 for a one-area model and None for a multi-area one."""
-        from .models import MultiAreaModel
+        posterior); "auto" is 1 for a one-area model (one pyrodyn ``readout``) and None for
+        any other, multi-area models and user programs without such a readout included."""
+        from .models.readouts import Readout
 
-        return self._parameter_prior(multi_area=isinstance(model, MultiAreaModel))
+        one_area = isinstance(getattr(model, "readout", None), Readout)
+        return self._parameter_prior(multi_area=not one_area)
 
     def _parameter_prior(self, *, multi_area: bool) -> float | None:
         if self.parameter_prior != "auto":

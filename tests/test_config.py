@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from pyrodyn.config import RunConfig
 
@@ -108,6 +109,7 @@ def test_auto_priors_give_one_area_models_a_readout_posterior_and_a_quieter_path
     assert attach_parameter_posterior(RunConfig(), areas, area_guide, two) is None
     assert areas.parameter_posterior is None  # its channels get the scale posterior instead
     assert RunConfig(parameter_prior=2).parameter_prior_for(areas) == 2
+    assert config.parameter_prior_for(torch.nn.Linear(2, 2)) is None  # a user's own program
     unset, _ = build_run(RunConfig(parameter_prior=None), one)
     assert RunConfig(parameter_prior=None).parameter_prior_for(unset) is None
     for bad in ("always", 0):
