@@ -91,6 +91,20 @@ def test_a_monotone_link_gets_a_posterior_over_its_shape():
     torch.testing.assert_close(change, moved - before, rtol=1e-4, atol=1e-10)
 
 
+def test_a_link_collinear_with_the_gains_still_gets_a_posterior():
+    """At its start the link's slope derivative is exactly a mix of the gain features (no
+    bend yet). With many well-pinned spikes the information matrix then needs double
+    precision: summed in float32 it comes out indefinite and the Cholesky factor fails."""
+    g = torch.Generator().manual_seed(0)
+    readout = PlaneReadout(3, 4, link="monotone")
+    with torch.no_grad():
+        readout.bias.fill_(3.0)  # about 20 spikes per bin
+    latents = torch.randn(2, 256, 100, 3, generator=g)
+    spikes = torch.poisson(readout(latents[0]).exp().detach(), generator=g)
+    tril = _readout_scale_tril(readout, PoissonLikelihood(), latents, spikes, None, 2.0, 1.0)
+    assert torch.isfinite(tril).all() and (tril.diagonal(dim1=-2, dim2=-1) > 0).all()
+
+
 def _two_area(copy_source: bool):
     """Latents of two 1-d areas; B's state is a copy of A's when ``copy_source``."""
     model = MultiAreaModel({"A": [0, 1], "B": [2, 3]}, 1, field="linear", diffusion=0.1)
