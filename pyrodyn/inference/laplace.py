@@ -221,8 +221,9 @@ def _readout_scale_tril(readout, likelihood, latents, spikes, mask, scale, preci
         # summed in double precision, 64 trials at a time: a link's shape parameters can be
         # nearly collinear with the gains (its slope with the gain row), and float32's rounding
         # of the sums then leaves the information matrix indefinite (`make demo`'s fit)
-        for w, f in zip(weight.double().split(64), x.double().split(64)):
-            information = information + torch.einsum("ktn,ktni,ktnj->nij", w, f, f)
+        for w, f in zip(weight.split(64), x.split(64)):  # a double copy of a chunk only
+            f = f.double()
+            information = information + torch.einsum("ktn,ktni,ktnj->nij", w.double(), f, f)
     information = information * (scale / latents.shape[0])
     eye = torch.eye(information.shape[-1], dtype=information.dtype, device=information.device)
     covariance = torch.linalg.inv(information + precision * eye)
