@@ -118,7 +118,7 @@ def test_auto_priors_give_one_area_models_a_readout_posterior_and_a_quieter_path
 
     # diffusion_prior "auto": the path's noise gets its prior where the readout has a
     # posterior to carry its error (README (g), "The readout's posterior by default")
-    assert config.diffusion_prior == "auto" and model.diffusion.prior_rate == 1000
+    assert config.diffusion_prior == "auto" and model.diffusion.prior_rate == 300
     assert areas.diffusion.prior_rate == 0
     assert unset.diffusion.prior_rate == 0
     ode, _ = build_run(RunConfig(diffusion=None), one)  # no path, no prior on its noise
