@@ -146,13 +146,14 @@ def _fit_run(data: SpikeData, config, run_dir: Path, *, quiet: bool = False,
     main_process = distributed.is_main()  # under torchrun only rank 0 writes and scores
     made_split = data.split is None or not np.isin(data.split, ["valid", "test"]).any()
     data = _with_split(data, config.seed)  # score on trials the fit never saw, and say so
-    record = {"pyrodyn_version": __version__, "data": data.fingerprint(),
-              "config": config.to_dict()}
     train = data.select("train")
     amortized = not config.guide.startswith("per_trial")
     splits = [name for name in ("valid", "test") if (data.split == name).any()]
     valid = data.select("valid") if "valid" in splits and amortized else None
     model, guide = build_run(config, train)  # checks the model options against the data
+    config = config.resolved(model)  # the rates "auto" gave this version, pinned in the folder
+    record = {"pyrodyn_version": __version__, "data": data.fingerprint(),
+              "config": config.to_dict()}
     if main_process:
         runs.claim(run_dir, record, overwrite=overwrite, replace_other=replace_other)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,24 @@ class RunConfig:
         readout_posterior = self._parameter_prior(multi_area=multi_area) is not None
         return 300.0 if readout_posterior and self.diffusion is not None else 0.0
 
+    def resolved(self, model) -> RunConfig:
+        """This config with each "auto" replaced by what it gives ``model``: what a run folder
+        records, so that a resume, or a later version whose "auto" means another rate, rebuilds
+        the same fit (and a folder saved with another rate is another fit, not resumed).
+
+        Example:
+            >>> from pyrodyn.data import synthetic
+            >>> model, guide = build_run(RunConfig(), synthetic.lorenz(n_trials=4, n_bins=10))
+            >>> pinned = RunConfig().resolved(model)
+            >>> pinned.diffusion_prior, pinned.parameter_prior
+            (300.0, 1.0)
+        """
+        rate = self.diffusion_prior
+        if rate == "auto":
+            rate = getattr(getattr(model, "diffusion", None), "prior_rate", 0.0)
+        return dataclasses.replace(self, parameter_prior=self.parameter_prior_for(model),
+                                   diffusion_prior=float(rate))
+
     def readout_options(self) -> dict[str, Any]:
         """The options of ``readout`` this config sets (``build_readout``'s keywords)."""
         return {"flow": {"layers": self.flow_layers},
