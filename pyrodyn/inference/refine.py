@@ -188,9 +188,12 @@ def _refine(model, guide, kwargs, *, steps, lr, lr_final, laplace) -> LocalGuide
             fixed[name], centres[name] = site["fn"], loc
     local = LocalGuide(init, fixed, paths)
     # Score only the entries the encoder may see: refining on held-out neurons would leak them.
+    # Each trial's own posterior: the trial plate unscaled. With the minibatch ELBO's scale
+    # (num_trials / batch) a batch of a larger set got a curvature that many times too large,
+    # so `pyrodyn posterior --split test` drew intervals sqrt(num_trials / batch) too narrow.
     visible = kwargs.get("encoder_mask")
     scored = dict(kwargs, mask=visible if visible is not None else kwargs.get("mask"),
-                  kl_scale=1.0)
+                  kl_scale=1.0, trial_index=None, num_trials=None)
     params = list(local.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = exponential_decay(optimizer, steps=steps, final=lr_final)
