@@ -73,6 +73,14 @@ def test_fit_posterior_evaluate_end_to_end(tmp_path, capsys, monkeypatch):
     idata = az.from_netcdf(str(out))
     assert idata.posterior["latents"].shape == (1, 4, 4, 15, 2)
     assert idata.posterior.attrs["guide"] == "normal"
+    # the test split's own posterior, as `evaluate` scores it: the file's other trials do not
+    # narrow it (they did, through the minibatch scale of the refined paths' curvature)
+    from pyrodyn.cli import _load_run
+
+    config, model, guide, data = _load_run(run, load(data_path))
+    alone = pyrodyn.inference.posterior(model, guide, data.select("test"), num_samples=4,
+                                        refine_steps=config.refine_steps)
+    assert np.allclose(idata.posterior["latents"].values[0], alone.draws["latents"], atol=1e-5)
 
     capsys.readouterr()
     assert main(["evaluate", str(run), str(data_path), "--split", "valid"]) == 0
