@@ -31,7 +31,8 @@ from typing import NamedTuple
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-__all__ = ["REACH", "BandError", "BlockTridiagonal", "path_precision", "PathLaplace"]
+__all__ = ["REACH", "BandError", "BlockTridiagonal", "path_precision", "PathLaplace",
+           "lift_to_positive_definite"]
 
 REACH = 2  # bins: a transition spans two, its correlated noise one more
 _COLOURS = 2 * REACH + 1  # probes mark bins this far apart, so their columns never overlap
@@ -135,16 +136,57 @@ def _cholesky(precision: BlockTridiagonal) -> BlockTridiagonal:
     Raises:
         torch.linalg.LinAlgError: a trial's matrix is not positive definite.
     """
+    factor, failed = _cholesky_ex(precision)
+    if failed.any():
+        raise torch.linalg.LinAlgError(
+            f"the precision of trial(s) {failed.nonzero().flatten().tolist()} is not positive "
+            "definite")
+    return factor
+
+
+def _cholesky_ex(precision: BlockTridiagonal) -> tuple[BlockTridiagonal, torch.Tensor]:
+    """``_cholesky`` and which trials (trial,) it failed on (their factors are meaningless)."""
     diagonal, lower = precision
-    factors, below = [torch.linalg.cholesky(diagonal[:, 0])], []
+    first, info = torch.linalg.cholesky_ex(diagonal[:, 0])
+    factors, below, failed = [first], [], info != 0
     for j in range(1, diagonal.shape[1]):
         # L[j, j-1] = P[j, j-1] L[j-1, j-1]^-T
         off = torch.linalg.solve_triangular(factors[-1], lower[:, j - 1].transpose(-1, -2),
                                             upper=False).transpose(-1, -2)
         below.append(off)
-        factors.append(torch.linalg.cholesky(diagonal[:, j] - off @ off.transpose(-1, -2)))
+        block, info = torch.linalg.cholesky_ex(diagonal[:, j] - off @ off.transpose(-1, -2))
+        factors.append(block)
+        failed = failed | (info != 0)
     stack = torch.stack(factors, 1)
-    return BlockTridiagonal(stack, torch.stack(below, 1) if below else stack[:, :0])
+    return BlockTridiagonal(stack, torch.stack(below, 1) if below else stack[:, :0]), failed
+
+
+def lift_to_positive_definite(precision: BlockTridiagonal, floor: float = 0.1
+                              ) -> tuple[BlockTridiagonal, torch.Tensor]:
+    """``precision`` with a ridge on each trial whose matrix is not positive definite (a
+    path that refinement left off its mode: a saddle, or a flat direction), so that its
+    lowest eigenvalue becomes ``floor`` times the trial's mean diagonal entry: those trials
+    get a wide spread along the directions the curvature cannot bound, and every other trial
+    keeps its own. Returns the lifted precision and which trials were lifted (trial,)."""
+    _, failed = _cholesky_ex(precision)
+    if not failed.any():
+        return precision, failed
+    diagonal, lower = (part.clone() for part in precision)
+    blocks = diagonal.shape[1]
+    size = diagonal.shape[-1]
+    dense = diagonal.new_zeros(int(failed.sum()), blocks * size, blocks * size)
+    for j in range(blocks):
+        rows = slice(j * size, (j + 1) * size)
+        dense[:, rows, rows] = diagonal[failed, j]
+        if j:
+            dense[:, rows, (j - 1) * size:j * size] = lower[failed, j - 1]
+            dense[:, (j - 1) * size:j * size, rows] = lower[failed, j - 1].transpose(-1, -2)
+    lowest = torch.linalg.eigvalsh(dense.double())[:, 0].to(dense.dtype)
+    typical = torch.diagonal(dense, dim1=-2, dim2=-1).abs().mean(-1)
+    ridge = floor * typical - lowest
+    eye = torch.eye(size, dtype=diagonal.dtype, device=diagonal.device)
+    diagonal[failed] += ridge.view(-1, 1, 1, 1) * eye
+    return BlockTridiagonal(diagonal, lower), failed
 
 
 class PathLaplace(TorchDistribution):

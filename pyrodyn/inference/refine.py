@@ -39,7 +39,7 @@ from torch import nn
 from .._isolation import own_param_store
 from ..models import sites
 from ..models.paths import GuidedPath, shared_drift
-from .path_laplace import BandError, PathLaplace, path_precision
+from .path_laplace import BandError, PathLaplace, lift_to_positive_definite, path_precision
 from .schedules import exponential_decay
 
 __all__ = ["LocalGuide", "refine", "laplace_site"]
@@ -119,8 +119,9 @@ class LocalGuide(nn.Module):
     def fit_laplace(self, log_density) -> None:
         """Puts each path's ``PathLaplace`` at its current centre; ``log_density(values)`` is
         the model's joint log-density given site -> value. A path whose density is not local
-        in time, or not at a mode (curvature not positive definite), keeps the guide's spread,
-        with a warning."""
+        in time keeps the guide's spread, with a warning; a trial whose curvature is not
+        positive definite (not at a mode) gets a ridge (``lift_to_positive_definite``), with a
+        warning, and the batch's other trials keep their own."""
         locs = {name: loc.detach() for name, loc in self.locs.items()}
         for name, q in self.paths.items():
             starts = q.start_sites
@@ -134,10 +135,17 @@ class LocalGuide(nn.Module):
                 return log_density(values)
 
             try:
-                self.laplace[name] = PathLaplace(centre, path_precision(path_density, centre))
+                precision, lifted = lift_to_positive_definite(
+                    path_precision(path_density, centre))
+                self.laplace[name] = PathLaplace(centre, precision)
             except (BandError, torch.linalg.LinAlgError) as error:
                 warnings.warn(f"refine: {name!r} keeps the guide's spread ({error})",
                               stacklevel=3)
+                continue
+            if lifted.any():  # one such trial once cost its whole batch the Laplace spread
+                warnings.warn(f"refine: {int(lifted.sum())} of {lifted.numel()} trials are not "
+                              f"at a mode of {name!r} (curvature not positive definite); their "
+                              "spread is widened by a ridge", stacklevel=3)
 
 
 def _site_moments(fn, num_samples: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pyrodyn._isolation import isolated_rng
-from pyrodyn.inference.path_laplace import BandError, PathLaplace, path_precision
+from pyrodyn.inference.path_laplace import (BandError, PathLaplace, lift_to_positive_definite,
+                                          path_precision)
 from pyrodyn.inference.refine import LocalGuide
 from pyrodyn.models.paths import GuidedPath
 
@@ -67,3 +68,26 @@ def test_a_path_that_cannot_have_a_laplace_keeps_the_guides_spread():
     with pytest.warns(UserWarning, match="keeps the guide's spread"):
         local.fit_laplace(log_density)
     assert local.laplace == {}
+
+
+def test_a_trial_off_its_mode_gets_a_ridge_and_the_others_keep_their_own():
+    precision, centre, _ = _banded_quadratic(3, 8, 2, reach=2)
+    precision[1] = -precision[1]  # trial 1 at a minimum of its density, not a mode
+
+    def log_density(x):
+        delta = (x - centre).reshape(3, -1, 1)
+        return -0.5 * (delta.transpose(1, 2) @ precision @ delta).sum()
+
+    blocks = path_precision(log_density, centre)
+    with pytest.raises(torch.linalg.LinAlgError, match=r"trial\(s\) \[1\]"):
+        PathLaplace(centre, blocks)
+    lifted, which = lift_to_positive_definite(blocks, floor=0.1)
+    assert which.tolist() == [False, True, False]
+    for part, before in zip(lifted, blocks):
+        assert torch.equal(part[[0, 2]], before[[0, 2]])
+    # trial 1: its matrix plus a multiple of the identity whose lowest eigenvalue is 0.1 of
+    # its mean diagonal entry
+    ridge = 0.1 * precision[1].diagonal().abs().mean() - torch.linalg.eigvalsh(precision[1])[0]
+    eye = torch.eye(4, **F64)
+    assert torch.allclose(lifted.diagonal[1] - blocks.diagonal[1], ridge * eye, rtol=1e-8)
+    assert torch.isfinite(PathLaplace(centre, lifted).rsample((2,))).all()
