@@ -4,8 +4,12 @@ import pytest
 import torch
 
 from pyrodyn._isolation import isolated_rng
-from pyrodyn.inference.path_laplace import (BandError, PathLaplace, lift_to_positive_definite,
-                                          path_precision)
+from pyrodyn.inference.path_laplace import (
+    BandError,
+    PathLaplace,
+    lift_to_positive_definite,
+    path_precision,
+)
 from pyrodyn.inference.refine import LocalGuide
 from pyrodyn.models.paths import GuidedPath
 
