@@ -60,12 +60,11 @@ class RunConfig:
     # the default: Gaussian; README (f): 4 selected no better, and the fits make it 24-112)
     noise_df: float | None = None
     # rate of an exponential prior on each path dimension's sigma (0: none). "auto", the
-    # default: 300 where the readout has a posterior of its own (``parameter_prior``: one-area
-    # models), so that the path's noise need not stand in for the readout's error; 0 on
-    # multi-area models, whose channels' intervals it narrows past the truth (README (g), "A
-    # prior on the path's noise", "The readout's posterior by default" and "300, not 1000"; a
-    # rate per data set: on 120 training trials it weighs 6 times what it does on 700, and
-    # 1000 pulled such sets to the low side of calibration)
+    # default: none, the ELBO's own sigma. A rate of 300 (the default until 2026-12-07, ninth
+    # session) centred the limit cycle's coverage but took from the flip-flop the noise that
+    # covers its fitted field's error: its latents' coverage fell to 19% / 50% (43% / 80%
+    # without; README (g), "No prior on the path's noise by default"). On multi-area models it
+    # narrows the channels' intervals past the truth ("A prior on the path's noise").
     diffusion_prior: float | str = "auto"
     # multi-area models (``model: multi_area``; ``latent_dim`` is then per area)
     communication: str = "low_rank"
@@ -135,13 +134,10 @@ class RunConfig:
             return self.parameter_prior
         return None if multi_area else 1.0
 
-    def diffusion_prior_for(self, *, multi_area: bool) -> float:
-        """The rate ``diffusion_prior`` gives a model's path noise: "auto" is 300 where the
-        readout gets a posterior of its own and the path is stochastic, else 0."""
-        if self.diffusion_prior != "auto":
-            return self.diffusion_prior
-        readout_posterior = self._parameter_prior(multi_area=multi_area) is not None
-        return 300.0 if readout_posterior and self.diffusion is not None else 0.0
+    def diffusion_prior_rate(self) -> float:
+        """The rate ``diffusion_prior`` gives a model's path noise: "auto" is 0 (none) for
+        every model today; a run folder records the rate its fit used (``resolved``)."""
+        return 0.0 if self.diffusion_prior == "auto" else self.diffusion_prior
 
     def resolved(self, model) -> RunConfig:
         """This config with each "auto" replaced by what it gives ``model``: what a run folder
@@ -153,7 +149,7 @@ class RunConfig:
             >>> model, guide = build_run(RunConfig(), synthetic.lorenz(n_trials=4, n_bins=10))
             >>> pinned = RunConfig().resolved(model)
             >>> pinned.diffusion_prior, pinned.parameter_prior
-            (300.0, 1.0)
+            (0.0, 1.0)
         """
         rate = self.diffusion_prior
         if rate == "auto":

@@ -116,9 +116,9 @@ def test_auto_priors_give_one_area_models_a_readout_posterior_and_a_quieter_path
         with pytest.raises(ValueError, match="parameter_prior"):
             RunConfig(parameter_prior=bad)
 
-    # diffusion_prior "auto": the path's noise gets its prior where the readout has a
-    # posterior to carry its error (README (g), "The readout's posterior by default")
-    assert config.diffusion_prior == "auto" and model.diffusion.prior_rate == 300
+    # diffusion_prior "auto": no prior on the path's noise, whatever the model (README (g), "No
+    # prior on the path's noise by default": 300 squashed the flip-flop's sigma)
+    assert config.diffusion_prior == "auto" and model.diffusion.prior_rate == 0
     assert areas.diffusion.prior_rate == 0
     assert unset.diffusion.prior_rate == 0
     ode, _ = build_run(RunConfig(diffusion=None), one)  # no path, no prior on its noise

@@ -56,16 +56,16 @@ def test_a_folder_pins_the_rates_auto_gave_so_a_changed_auto_is_another_fit(file
     run = tmp_path / "run"
     assert main(["fit", str(files["a"]), "--out", str(run), *QUICK]) == 0
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["diffusion_prior"] == 300.0 and saved["parameter_prior"] == 1.0
+    assert saved["diffusion_prior"] == 0.0 and saved["parameter_prior"] == 1.0
     assert main(["fit", str(files["a"]), "--out", str(run), *QUICK]) == 0  # same fit: resumed
-    # a folder that recorded "auto" itself (before this; it meant 1000 then) is not resumed
+    # a folder that recorded "auto" itself (it meant 1000, then 300, before) is not resumed
     # under today's rate
     record = json.loads((run / "run.json").read_text())
     record["config"]["diffusion_prior"] = "auto"
     (run / "run.json").write_text(json.dumps(record))
     capsys.readouterr()
     code = main(["fit", str(files["a"]), "--out", str(run), *QUICK])
-    one_line_error(capsys, code, "holds a fit of other options (diffusion_prior auto -> 300.0)")
+    one_line_error(capsys, code, "holds a fit of other options (diffusion_prior auto -> 0.0)")
 
 
 @pytest.mark.parametrize("options, expected", [

@@ -138,7 +138,7 @@ class LatentODEModel(LatentPathModel, SpikeModel):
             solver=ODESolver(config.solver, step_size=config.step_size),
             diffusion=config.diffusion, noise_tau=config.path_noise_tau,
             learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df,
-            diffusion_prior=config.diffusion_prior_for(multi_area=False))
+            diffusion_prior=config.diffusion_prior_rate())
 
     # ---------------------------------------------------------------- pieces
     def solve(self, z0: torch.Tensor, n_bins: int,

@@ -193,7 +193,7 @@ class MultiAreaModel(LatentPathModel, SpikeModel):
             solver=ODESolver(config.solver, step_size=config.step_size),
             diffusion=config.diffusion, noise_tau=config.path_noise_tau,
             learn_noise_tau=config.learn_noise_tau, noise_df=config.path_noise_df,
-            diffusion_prior=config.diffusion_prior_for(multi_area=True))
+            diffusion_prior=config.diffusion_prior_rate())
 
     def _check_neurons(self) -> int:
         every = np.concatenate(list(self.area_neurons.values()))
