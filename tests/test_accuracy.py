@@ -45,8 +45,8 @@ def test_lorenz_recovery_does_not_regress():
     assert scores["state_r2_true_to_inferred"] > THRESHOLDS["state_r2"]
     assert scores["state_r2_inferred_to_true"] > THRESHOLDS["state_r2"]
     # calibrated by default: the central intervals hold the true rates about as often as they
-    # claim (`make demo`: 55% and 90%; this short fit 40% and 75%, 500 steps, with every
-    # default of 2026-12-07; the deterministic ODE held 9% and 21% on benchmark (a))
+    # claim (`make demo`: 57% and 91%; this short fit 40% and 75%, 500 steps, with every
+    # default of 2026-12-07, ninth session; the deterministic ODE held 9% and 21% on benchmark (a))
     test = data.select("test")
     post = posterior(model, guide, test, num_samples=50, refine_steps=RunConfig().refine_steps)
     inside = coverage(post.draws["rates"], test.truth.rates, [0.5, 0.9])
