@@ -46,10 +46,10 @@ def main() -> None:
     files = {}
     for split, samples in (("test", args.num_samples), ("train", 50)):
         files[split] = folder / f"{split}.nc"
-        subprocess.run([str(Path(sys.executable).with_name("pyrodyn")), "posterior", args.run,
-                        args.data,
-                        "--split", split, "--num-samples", str(samples),
-                        "--out", str(files[split])], check=True, stdout=subprocess.DEVNULL)
+        command = [str(Path(sys.executable).with_name("pyrodyn")), "posterior", args.run,
+                   args.data, "--split", split, "--num-samples", str(samples),
+                   "--out", str(files[split])]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     data = np.load(args.data)
     split = data["split"].astype(str)
     test, train = az.from_netcdf(files["test"]), az.from_netcdf(files["train"])

@@ -126,13 +126,9 @@ class RunConfig:
         any other, multi-area models and user programs without such a readout included."""
         from .models.readouts import Readout
 
-        one_area = isinstance(getattr(model, "readout", None), Readout)
-        return self._parameter_prior(multi_area=not one_area)
-
-    def _parameter_prior(self, *, multi_area: bool) -> float | None:
         if self.parameter_prior != "auto":
             return self.parameter_prior
-        return None if multi_area else 1.0
+        return 1.0 if isinstance(getattr(model, "readout", None), Readout) else None
 
     def diffusion_prior_rate(self) -> float:
         """The rate ``diffusion_prior`` gives a model's path noise: "auto" is 0 (none) for
